@@ -1,0 +1,1 @@
+"""Adaptive early-exit CNN perception for embedded robots with several Edge TPUs."""

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes that wire topics and parameters to the run-time algorithms."""

@@ -1,0 +1,1 @@
+"""Run-time algorithms: pure Python, NumPy and LiteRT; never rclpy or torch."""
