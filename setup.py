@@ -35,10 +35,10 @@ setup(
     maintainer_email='maintainers@dyn-perception.org',
     description='Adaptive early-exit CNN perception on embedded robots with several Edge TPUs.',
     license='Apache-2.0',
-    tests_require=['pytest'],
+    extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
-            'train = dyn_perception.training.cli:main',
+            'dyn-perception-train = dyn_perception.training.cli:main',
         ],
     },
 )

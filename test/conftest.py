@@ -1,9 +1,9 @@
 """Make the test helpers importable and keep every ROS test run off the network."""
 
 import os
-import sys
 from pathlib import Path
+import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))

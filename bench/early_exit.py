@@ -1,0 +1,107 @@
+"""
+Early exits against the same network without exits, in the same run, on the test split.
+
+For each shipped model: accuracy, mean MACs per frame and LiteRT latency per frame at the
+thresholds chosen on the validation split for at most 0.5 points accuracy loss (the 'balanced'
+mode of the manifest), against the no-exit network exported from the same weights. Latencies
+are measured in alternating blocks of frames so that machine noise hits both sides alike.
+
+    python bench/early_exit.py [--json OUT] [--frames N]
+"""
+
+import argparse
+import sys
+import time
+
+import _paths  # noqa: F401 - puts the repository root on sys.path
+from dyn_perception.runtime.artifacts import load_manifest
+from dyn_perception.runtime.chain import SegmentChain
+from dyn_perception.runtime.datasets import load_dataset
+from dyn_perception.runtime.exits import get_policy
+from dyn_perception.runtime.preprocess import to_int8_input
+from dyn_perception.runtime.segment import SegmentRunner
+import numpy as np
+from report import format_table, write_json
+
+# BranchyNet (Teerapittayanon et al., ICPR 2016), Table I, B-LeNet on MNIST, CPU.
+BRANCHYNET_BLENET = {'accuracy': 99.25, 'cpu_speedup': 5.4}
+MODELS = (('fmnist', 'fmnist_eenet'), ('mnist_blenet', 'mnist_blenet'))
+
+
+def measure(model: str, mode: str, frames: int, block: int = 250) -> dict:
+    manifest = load_manifest(model)
+    chain = SegmentChain(manifest)
+    variant = chain.variant
+    policy = get_policy(manifest.default_policy)
+    thresholds = variant.thresholds[policy.name][mode]
+    baseline = SegmentRunner(variant.no_exit, manifest.path(variant.no_exit.file))
+    test = load_dataset(manifest.dataset).test
+    count = min(frames, len(test)) if frames else len(test)
+    images, labels = test.images[:count], test.labels[:count]
+    ee_inputs = chain.quantize_frames(images)
+    base_inputs = to_int8_input(images, manifest.input, variant.no_exit.input)
+    cumulative = variant.cumulative_macs_at_exits()
+
+    ee_pred, exits, base_pred = np.empty(count, int), np.empty(count, int), np.empty(count, int)
+    ee_time = base_time = 0.0
+    for start in range(0, count, block):
+        stop = min(start + block, count)
+        t0 = time.perf_counter()
+        for i in range(start, stop):
+            decision = chain.run(ee_inputs[i:i + 1], policy, thresholds)
+            ee_pred[i], exits[i] = decision.class_id, decision.exit_index
+        t1 = time.perf_counter()
+        for i in range(start, stop):
+            base_pred[i] = int(np.argmax(baseline(base_inputs[i:i + 1]).logits))
+        t2 = time.perf_counter()
+        ee_time, base_time = ee_time + t1 - t0, base_time + t2 - t1
+    ee_macs = float(np.mean(np.asarray(cumulative)[exits]))
+    result = {
+        'model': model, 'mode': mode, 'policy': policy.name, 'thresholds': thresholds,
+        'frames': count,
+        'accuracy': 100 * float((ee_pred == labels).mean()),
+        'no_exit_accuracy': 100 * float((base_pred == labels).mean()),
+        'mean_macs': ee_macs, 'no_exit_macs': float(variant.no_exit.macs),
+        'latency_ms': 1e3 * ee_time / count, 'no_exit_latency_ms': 1e3 * base_time / count,
+        'exit_rates': (np.bincount(exits, minlength=variant.num_exits) / count).tolist(),
+    }
+    result['mac_reduction'] = result['no_exit_macs'] / result['mean_macs']
+    result['latency_speedup'] = result['no_exit_latency_ms'] / result['latency_ms']
+    result['accuracy_loss_points'] = result['no_exit_accuracy'] - result['accuracy']
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--json', help='write results here')
+    parser.add_argument('--frames', type=int, default=0, help='test frames (0: all)')
+    parser.add_argument('--mode', default='balanced', help='mode whose thresholds to use')
+    args = parser.parse_args()
+    results = {key: measure(model, args.mode, args.frames) for key, model in MODELS}
+    rows = []
+    for key, r in results.items():
+        rows.append([r['model'], 'no exits', r['no_exit_accuracy'], r['no_exit_macs'] / 1e6,
+                     r['no_exit_latency_ms'], 1.0, 1.0, '-'])
+        rows.append([r['model'], f'exits ({r["mode"]})', r['accuracy'], r['mean_macs'] / 1e6,
+                     r['latency_ms'], r['mac_reduction'], r['latency_speedup'],
+                     ' '.join(f'{x:.2f}' for x in r['exit_rates'])])
+    rows.append(['B-LeNet, BranchyNet Table I', 'published', BRANCHYNET_BLENET['accuracy'], '-',
+                 '-', '-', BRANCHYNET_BLENET['cpu_speedup'], '-'])
+    print(format_table(['model', 'setting', 'accuracy %', 'MACs/frame (M)', 'latency ms',
+                        'MAC reduction', 'speed-up', 'exit rates'], rows))
+    fm, mn = results['fmnist'], results['mnist_blenet']
+    flat = {
+        'fmnist_mac_reduction': fm['mac_reduction'],
+        'fmnist_latency_speedup': fm['latency_speedup'],
+        'fmnist_accuracy_loss_points': fm['accuracy_loss_points'],
+        'mnist_blenet_accuracy': mn['accuracy'],
+        'mnist_blenet_cpu_speedup': mn['latency_speedup'],
+    }
+    print('\n' + '\n'.join(f'{k}: {v:.4g}' for k, v in flat.items()))
+    write_json(args.json, {**flat, 'details': results, 'branchynet_table1': BRANCHYNET_BLENET})
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""
+Run one int8 segment with LiteRT, and the int8 <-> float conversions at its boundaries.
+
+Consecutive segments are exported with identical quantisation at the cut, so raw int8
+feature maps pass straight from one to the next; :func:`requantize` covers the case where
+they do not (a segment re-exported alone, a pruned variant mixed with another).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from dyn_perception.runtime.artifacts import SegmentSpec, TensorSpec
+import numpy as np
+
+
+def make_interpreter(model_path: str | Path, num_threads: int = 1,
+                     delegates: Optional[list] = None) -> Any:
+    """Create a LiteRT interpreter; ``tflite_runtime`` (what Coral boards ship) as a fallback."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise ImportError('no TFLite interpreter: pip install ai-edge-litert') from None
+    interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads,
+                              experimental_delegates=delegates)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float to int8 with the tensor's scale and zero point (round half to even, saturate)."""
+    q = np.rint(np.asarray(x, dtype=np.float32) / spec.scale) + spec.zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    return (np.asarray(q, dtype=np.float32) - spec.zero_point) * np.float32(spec.scale)
+
+
+def requantize(q: np.ndarray, source: TensorSpec, target: TensorSpec) -> np.ndarray:
+    """Pass an int8 tensor between segments, converting only when the quantisation differs."""
+    same_scale = np.isclose(source.scale, target.scale, rtol=1e-6)
+    if same_scale and source.zero_point == target.zero_point:
+        return q
+    return quantize(dequantize(q, source), target)
+
+
+@dataclass
+class SegmentOutput:
+    """What one segment produced: the int8 feature map for the next one and exit logits."""
+
+    features: Optional[np.ndarray]
+    logits: Optional[np.ndarray]
+
+
+class SegmentRunner:
+    """A loaded segment: int8 feature map in, int8 features and float exit logits out."""
+
+    def __init__(self, spec: SegmentSpec, model_path: str | Path, num_threads: int = 1,
+                 delegates: Optional[list] = None):
+        self.spec = spec
+        self.interpreter = make_interpreter(model_path, num_threads, delegates)
+        inputs = {d['name']: d['index'] for d in self.interpreter.get_input_details()}
+        outputs = {d['name']: d['index'] for d in self.interpreter.get_output_details()}
+        self._input = self._index(inputs, spec.input, model_path)
+        self._features, self._logits = (
+            None if tensor is None else self._index(outputs, tensor, model_path)
+            for tensor in (spec.features, spec.logits))
+
+    @staticmethod
+    def _index(indices: dict, tensor: TensorSpec, model_path: str | Path) -> int:
+        if tensor.name not in indices:
+            raise ValueError(f'{model_path}: no tensor named {tensor.name!r} '
+                             f'(has {sorted(indices)})')
+        return indices[tensor.name]
+
+    def __call__(self, x: np.ndarray) -> SegmentOutput:
+        """Run one frame (a batch of one, int8, shaped like the input spec)."""
+        self.interpreter.set_tensor(self._input, x)
+        self.interpreter.invoke()
+        get = self.interpreter.get_tensor
+        features = None if self._features is None else get(self._features)
+        logits = None if self._logits is None else dequantize(get(self._logits), self.spec.logits)
+        return SegmentOutput(features, logits)
