@@ -61,3 +61,16 @@ def test_sweep_goes_from_never_to_always(name):
     rates = [policy.accepts(scores, t).mean() for t in sweep]
     assert rates == sorted(rates)
     assert rates[0] < 0.05 and rates[-1] == 1.0
+
+
+@pytest.mark.parametrize('name', sorted(POLICIES))
+def test_single_frame_decision_matches_the_batch_scores(name):
+    policy = get_policy(name)
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(300, 10)) * rng.uniform(0.1, 8.0, size=(300, 1))
+    scores = policy.score(logits)
+    for threshold in np.quantile(scores, [0.1, 0.5, 0.9]):
+        batch = policy.accepts(scores, threshold)
+        single = [policy.confident(row, threshold) for row in logits]
+        assert np.count_nonzero(batch != np.array(single)) == 0
+    assert not policy.confident(logits[0], None)

@@ -57,8 +57,7 @@ class SegmentChain:
     def run(self, x: np.ndarray, policy: ExitPolicy,
             thresholds: Sequence[Optional[float]]) -> ExitDecision:
         """Early-exit inference of one int8 frame (shape 1 x H x W x C)."""
-        return self._forward(x, lambda k, logits: bool(
-            policy.accepts(policy.score(logits), thresholds[k])[0]))
+        return self._forward(x, lambda k, logits: policy.confident(logits[0], thresholds[k]))
 
     def all_exit_logits(self, inputs: np.ndarray) -> list[np.ndarray]:
         """Logits of every exit for every int8 frame (no early stop): N x classes per exit."""

@@ -11,6 +11,7 @@ used as they are written in the manifest and the ROS parameters, so 0.9 for max_
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -37,6 +38,23 @@ def _margin(p: np.ndarray) -> np.ndarray:
     return top2[..., 1] - top2[..., 0]
 
 
+# One frame at a time the per-call cost of NumPy on ten logits dominates (tens of
+# microseconds), so the run-time decision uses these scalar forms. With z = logits - max,
+# e = exp(z) and S = sum(e): entropy = log S - sum(e z) / S, max softmax = 1 / S, and
+# margin = (1 - e_second) / S. Tests hold them equal to the batch forms above.
+def _scalar_scores(logits: Sequence[float]) -> tuple[float, float, float, float]:
+    top = max(logits)
+    z = [v - top for v in logits]
+    e = [math.exp(v) for v in z]
+    total = sum(e)
+    second = sorted(e)[-2] if len(e) > 1 else 0.0
+    entropy = math.log(total) - sum(a * b for a, b in zip(e, z)) / total
+    return entropy, 1.0 / total, (1.0 - second) / total, total
+
+
+_SCALAR = {'entropy': 0, 'max_softmax': 1, 'margin': 2}
+
+
 @dataclass(frozen=True)
 class ExitPolicy:
     """A confidence score over softmax probabilities and the direction it is confident in."""
@@ -56,6 +74,13 @@ class ExitPolicy:
         if threshold is None:
             return np.zeros(scores.shape, dtype=bool)
         return scores >= threshold if self.higher_is_confident else scores <= threshold
+
+    def confident(self, logits: Sequence[float], threshold: Optional[float]) -> bool:
+        """Decide for one frame's logits whether it leaves at this exit (fast scalar path)."""
+        if threshold is None:
+            return False
+        score = _scalar_scores(list(logits))[_SCALAR[self.name]]
+        return score >= threshold if self.higher_is_confident else score <= threshold
 
     def validate(self, threshold: Optional[float]) -> Optional[str]:
         """Explain why ``threshold`` is meaningless for this policy; None when it is fine."""

@@ -14,6 +14,12 @@ import numpy as np
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def rgb_to_grey(image: np.ndarray) -> np.ndarray:
+    """Convert RGB uint8 H x W x 3 to grey H x W x 1 with the BT.601 luma weights."""
+    grey = np.asarray(image, dtype=np.float32) @ _LUMA
+    return grey.round().clip(0, 255).astype(np.uint8)[..., None]
+
+
 def fit_frame(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Bring an H x W x C uint8 frame (any size, grey or RGB) to the network's shape."""
     frame = np.asarray(frame)
@@ -23,7 +29,7 @@ def fit_frame(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
         raise ValueError(f'frame must be H x W x 1/3/4, got shape {frame.shape}')
     frame = frame[..., :3]
     if frame.shape[2] == 3 and spec.channels == 1:
-        frame = (frame.astype(np.float32) @ _LUMA).round().clip(0, 255).astype(np.uint8)[..., None]
+        frame = rgb_to_grey(frame)
     elif frame.shape[2] == 1 and spec.channels == 3:
         frame = np.repeat(frame, 3, axis=2)
     if frame.shape[:2] != (spec.height, spec.width):

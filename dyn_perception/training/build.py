@@ -57,6 +57,7 @@ class BuildOptions:
     eval_limit: Optional[int] = None  # use only this many val/test frames (tests, smoke runs)
     policies: tuple = EXIT_POLICIES
     default_policy: str = 'entropy'
+    confidence_z: float = 1.645  # one-sided 95% bound on each mode's accuracy loss
     modes: Sequence[Mode] = field(default_factory=load_modes)
     seed: int = 0
     progress: bool = True
@@ -157,7 +158,8 @@ class ModelBuilder:
         macs = variant.cumulative_macs_at_exits()
         thresholds, curves = {}, {}
         for policy_name in self.options.policies:
-            evaluation = ExitEvaluation(int8_val, self.val.labels, get_policy(policy_name), macs)
+            evaluation = ExitEvaluation(int8_val, self.val.labels, get_policy(policy_name), macs,
+                                        self.options.confidence_z)
             final_exit_accuracy = evaluation.final_accuracy
             modes = evaluation.calibrate_modes(self.options.modes)
             thresholds[policy_name] = {m: list(p.thresholds) for m, p in modes.items()}

@@ -79,7 +79,7 @@ class EarlyExitNet(nn.Module):
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1,
             act: Optional[Callable[[], nn.Module]] = nn.ReLU) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+    layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
               nn.BatchNorm2d(cout)]
     if act is not None:
         layers.append(act())
@@ -149,18 +149,26 @@ def blenet(num_classes: int = 10, input_shape: tuple = (28, 28, 1)) -> EarlyExit
 
 
 def resnet_ee(num_classes: int = 10, input_shape: tuple = (28, 28, 1),
-              widths: Sequence[int] = (16, 32, 48, 96)) -> EarlyExitNet:
+              widths: Sequence[int] = (16, 32, 48, 96), stem: str = 'conv',
+              final_blocks: int = 2) -> EarlyExitNet:
     """
     Residual early-exit net for 28-32 px: a cheap first exit, a middle one, the final one.
 
-    The first segment costs about 5% of the network's MACs so that the frames it can settle
-    (most of them on Fashion-MNIST) cost very little.
+    ``stem='conv'`` starts with a 3x3 convolution at full resolution; ``stem='patch'`` with
+    a 2x2 stride-2 convolution (patchify). The patch stem matters on CPUs: a convolution
+    with one or two input channels at full resolution runs at a few GMAC/s in LiteRT
+    (XNNPACK's kernels work on channel blocks), which made the first segment as slow as
+    the rest of the network; at half resolution it costs a quarter of that.
     """
+    if stem not in ('conv', 'patch'):
+        raise ValueError(f"stem must be 'conv' or 'patch', got {stem!r}")
     w0, w1, w2, w3 = widths
-    seg0 = Segment(nn.Sequential(conv_bn(input_shape[2], w0), conv_bn(w0, w1, 3, 2)),
-                   pooled_head(w1, num_classes, conv=w1, stride=2))
+    first = conv_bn(input_shape[2], w0) if stem == 'conv' else conv_bn(input_shape[2], w0, 2, 2)
+    second = conv_bn(w0, w1, 3, 2) if stem == 'conv' else conv_bn(w0, w1)
+    seg0 = Segment(nn.Sequential(first, second), pooled_head(w1, num_classes, conv=w1, stride=2))
     seg1 = Segment(BasicBlock(w1, w2), pooled_head(w2, num_classes, conv=w2, stride=2))
-    seg2 = Segment(nn.Sequential(BasicBlock(w2, w3, 2), BasicBlock(w3, w3)),
+    seg2 = Segment(nn.Sequential(BasicBlock(w2, w3, 2),
+                                 *(BasicBlock(w3, w3) for _ in range(final_blocks - 1))),
                    pooled_head(w3, num_classes), emits_features=False)
     return EarlyExitNet([seg0, seg1, seg2], 'resnet_ee', input_shape, num_classes)
 
