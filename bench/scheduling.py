@@ -1,0 +1,395 @@
+"""
+Gang scheduling on m TPUs: schedulability ratios, analysis time, validation, configuration.
+
+1. Schedulability ratio against total TPU utilisation for m = 8, both dispatch rules: the
+   test (exact knapsack, deadline-monotonic and with OPA), the test with the fractional
+   knapsack, the same test without the knapsack (the baseline: every lower-priority job
+   may block), and two upper envelopes for any sound test: the sets in which the
+   simulator saw no deadline miss, and a necessary utilisation condition.  The sets look
+   like camera streams: periods of 33 to 100 ms in 0.1 ms ticks, D in [0.8, 1] T, 4 to 16
+   streams, gangs of 1 to 4 of the 8 TPUs.
+2. Analysis time for 10 to 100 tasks on 8 TPUs, on sets the test accepts (every task
+   bounded: the most work a verdict takes).
+3. Validation: random sets the test accepts (m from 2 to 8, widths 1..m, utilisation
+   across the range, deadline-monotonic or OPA order), each simulated synchronously at
+   the WCET and under random sporadic runs with early completions; any deadline miss or
+   response above the bound is reported.  To show what this check can and cannot catch,
+   unsound variants (the naive carry-in port, the test without blocking, the blocking
+   one tick short) are validated the same way on the sets only they accept.
+4. Configuration choice: exact branch and bound against the heuristic (gap, time).
+
+    python bench/scheduling.py [--json OUT] [--png OUT] [--validation-sets N] [--quick]
+
+The default run validates the full 10,000 sets (about 6 minutes on 2 busy cores); --quick
+divides every count by 10 (under a minute).  Work is spread over --jobs processes
+(default: all cores); the timing section runs alone before the pool starts.  Exit status
+1 if any accepted set missed a deadline or exceeded its bound in simulation.
+"""
+
+import argparse
+from concurrent.futures import ProcessPoolExecutor
+import os
+from pathlib import Path
+import sys
+import time
+
+import _paths  # noqa: F401 - puts the repository root on sys.path
+from dyn_perception.runtime.scheduling import (
+    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangTask, Knapsack,
+    validate)
+from dyn_perception.runtime.scheduling.analysis import GangAnalysis, WindowBound
+from dyn_perception.runtime.scheduling.generators import random_streams, random_task_set
+from dyn_perception.runtime.scheduling.naive import NaiveCarryInAnalysis
+from dyn_perception.runtime.scheduling.priority import reorder
+from dyn_perception.runtime.scheduling.simulator import simulate
+from dyn_perception.runtime.scheduling.validation import scenarios
+import numpy as np
+from report import format_table, write_json
+
+RULES = tuple(Dispatch)
+TPUS = 8
+UTILISATIONS = tuple(round(0.4 * k, 1) for k in range(1, 21))
+HALF_LOAD = TPUS / 2
+CURVES = ('exact', 'exact+opa', 'fractional', 'no-knapsack')
+TIMING_SIZES = tuple(range(10, 101, 10))
+RATIO_PERIODS = (330, 1000)
+RATIO_DEADLINES = (0.8, 1.0)
+RATIO_WIDTHS = (1, 2, 3, 4)
+CONFIG_SIZES = (3, 4, 6, 8)
+HEURISTIC_ONLY_SIZES = (12,)
+CONFIG_TPUS = 4
+# Validation work is dealt out in chunks with their own seeds: same numbers for any --jobs.
+CHUNK = 250
+
+
+def necessary(tasks: tuple[GangTask, ...], tpus: int) -> bool:
+    """U <= m, and gangs wider than m / 2 never run two at a time, so their U/m <= 1."""
+    wide = sum(task.wcet / task.period for task in tasks if 2 * task.width > tpus)
+    return sum(task.utilisation for task in tasks) <= tpus and wide <= 1
+
+
+def ratio_point(args: tuple[int, float, int]) -> dict:
+    """Count the sets every curve accepts at one utilisation."""
+    seed, utilisation, sets = args
+    rng = np.random.default_rng(seed)
+    counts = {'necessary': 0, **{f'{rule.value}/{curve}': 0 for rule in RULES
+                                 for curve in (*CURVES, 'no-miss-seen')}}
+    for _ in range(sets):
+        tasks = random_task_set(rng, TPUS, int(rng.integers(4, 17)), utilisation,
+                                periods=RATIO_PERIODS, deadline_ratio=RATIO_DEADLINES,
+                                widths=RATIO_WIDTHS)
+        counts['necessary'] += necessary(tasks, TPUS)
+        for rule in RULES:
+            counts[f'{rule.value}/no-miss-seen'] += all(
+                not any(simulate(tasks, TPUS, rule, releases, execution).misses)
+                for releases, execution in scenarios(tasks, rng))
+            exact = bool(analyse(tasks, TPUS, rule))
+            counts[f'{rule.value}/exact'] += exact
+            counts[f'{rule.value}/exact+opa'] += exact or bool(
+                assign_priorities(tasks, TPUS, rule).verdict)
+            counts[f'{rule.value}/fractional'] += bool(
+                analyse(tasks, TPUS, rule, Knapsack.FRACTIONAL))
+            counts[f'{rule.value}/no-knapsack'] += bool(analyse(tasks, TPUS, rule, Knapsack.NONE))
+    return {'utilisation': utilisation, 'sets': sets, **counts}
+
+
+def timing(sets_per_size: int, seed: int) -> dict:
+    """Median and worst milliseconds per verdict, on accepted sets, per size and rule."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for rule in RULES:
+        for size in TIMING_SIZES:
+            times = []
+            while len(times) < sets_per_size:
+                tasks = random_task_set(rng, TPUS, size, 0.5, periods=(1000, 3000),
+                                        deadline_ratio=(0.8, 1.0))
+                start = time.perf_counter()
+                verdict = analyse(tasks, TPUS, rule)
+                elapsed = time.perf_counter() - start
+                if verdict:
+                    times.append(1e3 * elapsed)
+            result[(rule.value, size)] = (float(np.median(times)), float(np.max(times)))
+    return result
+
+
+class WithoutBlocking(GangAnalysis):
+    """Mutant for the power check: forgets the jobs running at the release (unsound)."""
+
+    def _blocking(self, blocking: np.ndarray, busy: int) -> WindowBound:
+        return lambda length: 0
+
+
+class BlockingOneShort(GangAnalysis):
+    """Mutant for the power check: a blocking job leaves C - 2 ticks (unsound by one)."""
+
+    started_before = 2
+
+
+# Unsound variants validated on the sets only they accept: what the check can catch.
+MUTANTS = {'naive_carry_in': NaiveCarryInAnalysis, 'no_blocking': WithoutBlocking,
+           'blocking_one_short': BlockingOneShort}
+
+
+def validation_chunk(args: tuple[int, int, str | None]) -> dict:
+    """Draw sets until `wanted` are accepted, simulate each against its bounds."""
+    seed, wanted, mutant = args
+    rng = np.random.default_rng(seed)
+    tally = {'sets': 0, 'opa_sets': 0, 'runs': 0, 'jobs': 0, 'missed_sets': 0,
+             'overrun_sets': 0, 'unsound_sets': 0, 'drawn': 0, 'ratio_sum': 0.0,
+             'ratio_count': 0, 'worst_ratio': 0.0, 'examples': []}
+    while tally['sets'] < wanted:
+        rule = RULES[tally['drawn'] % 2]
+        tally['drawn'] += 1
+        tpus = int(rng.integers(2, 9))
+        tasks = random_task_set(rng, tpus, int(rng.integers(2, 2 * tpus + 1)),
+                                rng.uniform(0.05, 0.8) * tpus)
+        verdict = analyse(tasks, tpus, rule)
+        if mutant is not None:
+            if verdict:
+                continue
+            verdict = MUTANTS[mutant](tasks, tpus, rule).verdict()
+        elif not verdict:
+            assignment = assign_priorities(tasks, tpus, rule)
+            verdict = assignment.verdict
+            tasks = reorder(tasks, assignment.order)
+            tally['opa_sets'] += bool(verdict)
+        if not verdict:
+            continue
+        outcome = validate(tasks, tpus, rule, verdict.response_times, rng)
+        tally['sets'] += 1
+        tally['runs'] += outcome.runs
+        tally['jobs'] += outcome.jobs
+        tally['missed_sets'] += outcome.misses > 0
+        tally['overrun_sets'] += outcome.overruns > 0
+        tally['unsound_sets'] += not outcome.sound
+        tally['ratio_sum'] += sum(outcome.ratios)
+        tally['ratio_count'] += len(outcome.ratios)
+        tally['worst_ratio'] = max(tally['worst_ratio'], max(outcome.ratios))
+        if not outcome.sound and len(tally['examples']) < 3:
+            tally['examples'].append((rule.value, tpus, tasks, verdict.response_times))
+    return tally
+
+
+def merge(tallies: list[dict]) -> dict:
+    """Add up the chunks' tallies."""
+    total = {key: sum(t[key] for t in tallies) for key in tallies[0]
+             if key not in ('worst_ratio', 'examples')}
+    total['worst_ratio'] = max(t['worst_ratio'] for t in tallies)
+    total['examples'] = [e for t in tallies for e in t['examples']][:3]
+    return total
+
+
+def configuration_case(args: tuple[int, int, bool]) -> dict:
+    """Exact and heuristic on one random instance (heuristic only when `exact` is False)."""
+    seed, size, exact = args
+    rng = np.random.default_rng(seed)
+    # The same total load whatever the stream count.
+    streams = random_streams(rng, size, CONFIG_TPUS, load=float(rng.uniform(1.2, 2.4)) / size)
+    rule = RULES[seed % 2]
+    case = {'size': size}
+    for name, choose in (('exact', choose_exact), ('heuristic', choose_heuristic)):
+        if name == 'exact' and not exact:
+            continue
+        start = time.perf_counter()
+        selection = choose(streams, CONFIG_TPUS, rule)
+        case[f'{name}_seconds'] = time.perf_counter() - start
+        case[f'{name}_rate'] = (None if selection.configuration is None
+                                else selection.configuration.energy_rate)
+    return case
+
+
+def report_ratios(ratios: list[dict]) -> dict:
+    """Print the ratio table; the knapsack's gain over the baseline at U = m / 2 and at best."""
+    columns = ('no-miss-seen', *CURVES)
+    print()
+    print(format_table(
+        ['U', 'necessary', *(f'{rule.value[:6]}/{curve}' for rule in RULES for curve in columns)],
+        [[p['utilisation'], p['necessary'] / p['sets'],
+          *(p[f'{rule.value}/{curve}'] / p['sets'] for rule in RULES for curve in columns)]
+         for p in ratios]))
+
+    def gain(point: dict, rule: Dispatch) -> float:
+        return (point[f'{rule.value}/exact'] - point[f'{rule.value}/no-knapsack']) / point['sets']
+
+    half = next(p for p in ratios if p['utilisation'] == HALF_LOAD)
+    keys = {'ratio_gain_vs_baseline_at_half_load':
+            float(np.mean([gain(half, rule) for rule in RULES]))}
+    for rule in RULES:
+        best = max(ratios, key=lambda point: gain(point, rule))
+        keys[f'ratio_gain_vs_baseline_at_half_load_{rule.value}'] = gain(half, rule)
+        keys[f'ratio_gain_vs_baseline_peak_{rule.value}'] = gain(best, rule)
+        keys[f'ratio_gain_vs_baseline_peak_{rule.value}_at_u'] = best['utilisation']
+        for curve in columns:
+            keys[f'ratio_at_half_load_{rule.value}_{curve}'] = (
+                half[f'{rule.value}/{curve}'] / half['sets'])
+    return keys
+
+
+def report_validation(checked: dict, mutants: dict[str, dict]) -> dict:
+    """Print the validation table (shipped test and unsound variants), any counter-example."""
+    print()
+    print(format_table(
+        ['validated', 'sets', 'via OPA', 'runs', 'jobs', 'sets with miss', 'sets over bound',
+         'mean obs/bound', 'max obs/bound'],
+        [[name, tally['sets'], tally['opa_sets'], tally['runs'], tally['jobs'],
+          tally['missed_sets'], tally['overrun_sets'],
+          tally['ratio_sum'] / tally['ratio_count'], tally['worst_ratio']]
+         for name, tally in (('shipped test', checked), *mutants.items())]))
+    for example in checked['examples']:
+        print('COUNTER-EXAMPLE to the shipped test:', example)
+    for name, tally in mutants.items():
+        if tally['examples']:
+            print(f'first counter-example to {name}:', tally['examples'][0])
+    return {'validated_jobs': checked['jobs'], 'validated_runs': checked['runs'],
+            'validated_via_opa': checked['opa_sets'],
+            'mean_observed_over_bound': checked['ratio_sum'] / checked['ratio_count'],
+            **{f'power_{name}': tally['unsound_sets'] / tally['sets']
+               for name, tally in mutants.items()}}
+
+
+def report_configurations(configs: list[dict]) -> dict:
+    """Print exact against heuristic per stream count; the gap over the instances both solved."""
+    rows = []
+    for size in CONFIG_SIZES + HEURISTIC_ONLY_SIZES:
+        cases = [c for c in configs if c['size'] == size]
+        row = [size, len(cases), sum(c['heuristic_rate'] is not None for c in cases),
+               float(np.mean([c['heuristic_seconds'] for c in cases]))]
+        if size in CONFIG_SIZES:
+            gaps = [c['heuristic_rate'] / c['exact_rate'] - 1 for c in cases
+                    if c['exact_rate'] and c['heuristic_rate']]
+            row += [sum(c['exact_rate'] is not None for c in cases),
+                    float(np.mean([c['exact_seconds'] for c in cases])),
+                    float(np.mean(gaps)) if gaps else 0.0, float(max(gaps, default=0.0))]
+        else:
+            row += ['-', '-', '-', '-']
+        rows.append(row)
+    print()
+    print(format_table(['streams', 'cases', 'heur found', 'heur s', 'exact found', 'exact s',
+                        'mean gap', 'max gap'], rows))
+    exact_cases = [c for c in configs if c['size'] in CONFIG_SIZES]
+    gaps = [c['heuristic_rate'] / c['exact_rate'] - 1 for c in exact_cases
+            if c['exact_rate'] and c['heuristic_rate']]
+    return {'heuristic_mean_gap': float(np.mean(gaps)) if gaps else 0.0,
+            'heuristic_max_gap': float(max(gaps, default=0.0)),
+            'heuristic_found_of_exact': sum(c['heuristic_rate'] is not None for c in exact_cases)
+            / max(1, sum(c['exact_rate'] is not None for c in exact_cases)),
+            'exact_mean_seconds': float(np.mean([c['exact_seconds'] for c in exact_cases])),
+            'heuristic_mean_seconds_same_cases': float(np.mean(
+                [c['heuristic_seconds'] for c in exact_cases]))}
+
+
+def plot(path: str, ratios: list[dict], times: dict, configs: list[dict]) -> None:
+    """Ratio curves for both rules, analysis time, configuration gap."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 2, figsize=(12, 9))
+    utilisations = [point['utilisation'] for point in ratios]
+    for axis, rule in zip(axes[0], RULES):
+        axis.plot(utilisations, [p['necessary'] / p['sets'] for p in ratios], 'k:',
+                  label='necessary condition')
+        axis.plot(utilisations, [p[f'{rule.value}/no-miss-seen'] / p['sets'] for p in ratios],
+                  'k-', alpha=0.4, label='no miss seen in simulation')
+        for curve, style in zip(CURVES, ('-', '--', '-.', ':')):
+            axis.plot(utilisations, [p[f'{rule.value}/{curve}'] / p['sets'] for p in ratios],
+                      style, marker='.', label=curve)
+        axis.set(title=f'{rule.value} dispatch, m = {TPUS}', xlabel='total TPU utilisation',
+                 ylabel='accepted fraction', ylim=(-0.02, 1.02))
+        axis.legend()
+    for rule in RULES:
+        axes[1][0].plot(TIMING_SIZES, [times[(rule.value, n)][0] for n in TIMING_SIZES],
+                        marker='o', label=f'{rule.value} (median)')
+    axes[1][0].axhline(100, color='grey', linestyle=':', label='target 100 ms')
+    axes[1][0].set(title='analysis time, accepted sets, m = 8', xlabel='tasks', ylabel='ms')
+    axes[1][0].legend()
+    sizes = sorted({case['size'] for case in configs})
+    axis = axes[1][1]
+    axis.plot(sizes, [np.mean([c['heuristic_seconds'] for c in configs if c['size'] == n])
+                      for n in sizes], marker='o', label='heuristic')
+    exact_sizes = [n for n in sizes if any('exact_seconds' in c and c['size'] == n
+                                           for c in configs)]
+    axis.plot(exact_sizes, [np.mean([c['exact_seconds'] for c in configs
+                                     if c['size'] == n and 'exact_seconds' in c])
+                            for n in exact_sizes], marker='s', label='exact (B&B)')
+    axis.set(title=f'configuration choice, {CONFIG_TPUS} TPUs', xlabel='streams',
+             ylabel='mean seconds', yscale='log')
+    axis.legend()
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    print(f'wrote {path}')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--json', default='out/bench/scheduling.json', help='results file')
+    parser.add_argument('--png', default='out/bench/scheduling.png', help='figure file')
+    parser.add_argument('--validation-sets', type=int, default=10_000,
+                        help='accepted sets to simulate (the issue asks for 10,000)')
+    parser.add_argument('--mutant-sets', type=int, default=500,
+                        help='sets only an unsound variant accepts, simulated against it')
+    parser.add_argument('--ratio-sets', type=int, default=200, help='sets per utilisation')
+    parser.add_argument('--timing-sets', type=int, default=20, help='accepted sets per size')
+    parser.add_argument('--config-cases', type=int, default=30, help='instances per size')
+    parser.add_argument('--quick', action='store_true', help='a smoke run: 10x fewer sets')
+    parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1)
+    parser.add_argument('--seed', type=int, default=2026)
+    args = parser.parse_args()
+    if args.quick:
+        for name in ('validation_sets', 'mutant_sets', 'ratio_sets', 'timing_sets',
+                     'config_cases'):
+            setattr(args, name, max(2, getattr(args, name) // 10))
+    began = time.perf_counter()
+
+    times = timing(args.timing_sets, args.seed)
+    print(format_table(['rule', *map(str, TIMING_SIZES)],
+                       [[f'{rule.value} median/max ms',
+                         *(f'{times[(rule.value, n)][0]:.1f}/{times[(rule.value, n)][1]:.1f}'
+                           for n in TIMING_SIZES)] for rule in RULES]))
+
+    def chunks(total: int, offset: int,
+               mutant: str | None) -> list[tuple[int, int, str | None]]:
+        sizes = [CHUNK] * (total // CHUNK) + ([total % CHUNK] if total % CHUNK else [])
+        return [(args.seed + offset + i, size, mutant) for i, size in enumerate(sizes)]
+
+    with ProcessPoolExecutor(args.jobs) as pool:
+        ratios = list(pool.map(ratio_point, [(args.seed + 100 + i, u, args.ratio_sets)
+                                             for i, u in enumerate(UTILISATIONS)]))
+        checked = merge(list(pool.map(validation_chunk,
+                                      chunks(args.validation_sets, 1000, None))))
+        mutants = {name: merge(list(pool.map(validation_chunk,
+                                             chunks(args.mutant_sets, 5000 + 1000 * i, name))))
+                   for i, name in enumerate(MUTANTS)}
+        configs = list(pool.map(configuration_case, [
+            (args.seed + 9000 + 100 * size + i, size, size in CONFIG_SIZES)
+            for size in CONFIG_SIZES + HEURISTIC_ONLY_SIZES for i in range(args.config_cases)]))
+
+    summary = {
+        'validated_sets': checked['sets'],
+        'misses_on_accepted': checked['missed_sets'],
+        'overruns_on_accepted': checked['overrun_sets'],
+        'analysis_ms_100_tasks': max(times[(rule.value, 100)][0] for rule in RULES),
+    }
+    ratio_keys = report_ratios(ratios)
+    validation_keys = report_validation(checked, mutants)
+    config_keys = report_configurations(configs)
+    results = {**summary, **ratio_keys, **validation_keys, **config_keys,
+               'bench_seconds': time.perf_counter() - began, 'ratios': ratios,
+               'analysis_ms': {f'{rule}/{size}': value for (rule, size), value in times.items()}}
+    print()
+    print(f'validated_sets={results["validated_sets"]} '
+          f'misses_on_accepted={results["misses_on_accepted"]} '
+          f'overruns_on_accepted={results["overruns_on_accepted"]} '
+          f'analysis_ms_100_tasks={results["analysis_ms_100_tasks"]:.1f} '
+          f'ratio_gain_vs_baseline_at_half_load='
+          f'{results["ratio_gain_vs_baseline_at_half_load"]:.3f} '
+          f'({results["bench_seconds"]:.0f} s)')
+    plot(args.png, ratios, times, configs)
+    write_json(args.json, results)
+    return 0 if checked['unsound_sets'] == 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

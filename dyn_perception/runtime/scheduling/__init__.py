@@ -1,0 +1,32 @@
+"""
+Real-time scheduling of DNN streams on several TPUs as non-preemptive gang tasks.
+
+Pure Python and NumPy.  The modules, each with one job:
+- tasks: the task model, the dispatch rules and the typed input errors;
+- knapsack: the width-constrained blocking bound (exact DP or fractional relaxation);
+- analysis: the response-time test for both rules (docs/scheduling.md has the proof);
+- priority: deadline-monotonic and Audsley's optimal priority assignment;
+- simulator: an independent discrete-event simulator of both rules;
+- validation: accepted sets against the simulator;
+- configuration: least-energy choice of model variant and gang width per stream;
+- generators: random task sets and streams for the tests and the benchmark;
+- naive: the unsound naive carry-in port, kept as a regression case (never admit with it).
+"""
+
+from .analysis import analyse, GangAnalysis, Verdict
+from .configuration import (choose_exact, choose_heuristic, Configuration, InvalidStreamError,
+                            Option, Selection, Stream)
+from .knapsack import Knapsack
+from .priority import assign_priorities, audsley, deadline_monotonic, PriorityAssignment
+from .simulator import InvalidScenarioError, simulate, SimulationResult
+from .tasks import (Dispatch, GangTask, InvalidTaskError, InvalidTaskSetError,
+                    SchedulingError)
+from .validation import validate, Validation
+
+__all__ = [
+    'analyse', 'assign_priorities', 'audsley', 'choose_exact', 'choose_heuristic',
+    'Configuration', 'deadline_monotonic', 'Dispatch', 'GangAnalysis', 'GangTask',
+    'InvalidScenarioError', 'InvalidStreamError', 'InvalidTaskError', 'InvalidTaskSetError',
+    'Knapsack', 'Option', 'PriorityAssignment', 'SchedulingError', 'Selection', 'simulate',
+    'SimulationResult', 'Stream', 'validate', 'Validation', 'Verdict',
+]

@@ -1,0 +1,294 @@
+"""
+Least-energy configuration: a model variant and a gang width per stream.
+
+Each stream offers options (variant, width) with a WCET, an energy per job and an accuracy;
+an option is admissible if it keeps the stream's accuracy floor, fits the platform and
+has C <= D.  A configuration picks one admissible option per stream; its cost is the
+energy rate sum_i E_i / T_i; it is feasible if some priority order passes the test
+(`assign_priorities`: OPA, else deadline-monotonic).
+
+Both searches rely on one property of that acceptance: removing a task never turns an
+accepted set into a rejected one (fewer tasks above or below only shrink Omega, and
+under strict can only raise B_k; an OPA order or the deadline-monotonic order of the full
+set, restricted to the subset, still passes).  So a partial configuration that is
+rejected can be pruned with everything below it.
+
+- `choose_exact`: depth-first branch and bound over streams, options cheapest first,
+  pruned by the energy lower bound (cost so far + cheapest option of each remaining
+  stream) and by the test on the partial set.  Exponential in the worst case: for a few
+  streams (the benchmark uses up to 6 with 12 options each).
+- `choose_heuristic`: greedy repair, then descent.  Start from the cheapest option of
+  every stream (and if the repair gets stuck, once more from the fastest).  While the
+  test rejects, make the single-stream change that reduces the lateness
+  (`GangAnalysis.lateness`: how far past their deadlines the bounds of the
+  deadline-monotonic order overshoot) at the least extra energy per unit of lateness
+  removed; give up when no change reduces it.  Then, while some stream can move to a
+  cheaper option and stay accepted, take the largest such saving.  Each step costs
+  streams x options analyses.  TPU demand (m C / T) is no guide: the cheapest options
+  already have the least demand, and what a rejected set usually needs is shorter
+  jobs on wider gangs, which costs demand.
+"""
+
+from dataclasses import dataclass
+import math
+from typing import Sequence
+
+from .analysis import GangAnalysis
+from .knapsack import Knapsack
+from .priority import assign_priorities, deadline_monotonic, reorder
+from .tasks import Dispatch, GangTask, SchedulingError
+
+
+class InvalidStreamError(SchedulingError):
+    """A stream or option description that cannot be turned into gang tasks."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run a stream: a model variant on a gang of `width` TPUs."""
+
+    variant: str
+    width: int
+    wcet: int
+    energy_per_job: float
+    accuracy: float
+
+    def __post_init__(self) -> None:
+        for field in ('width', 'wcet'):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidStreamError(
+                    f'option {self.variant}: {field} must be a positive integer, got {value!r}')
+        if not math.isfinite(self.energy_per_job) or self.energy_per_job < 0:
+            raise InvalidStreamError(
+                f'option {self.variant}: energy per job must be finite and >= 0, '
+                f'got {self.energy_per_job!r}')
+        if not math.isfinite(self.accuracy):
+            raise InvalidStreamError(f'option {self.variant}: accuracy {self.accuracy!r}')
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A periodic camera stream with its timing constraint, accuracy floor and options."""
+
+    name: str
+    period: int
+    deadline: int
+    accuracy_floor: float
+    options: tuple[Option, ...]
+
+    def __post_init__(self) -> None:
+        if not self.options:
+            raise InvalidStreamError(f'stream {self.name}: no options to choose from')
+        try:
+            # The task model checks period and deadline: fail here, at the edge, not later.
+            self.task(1, 1)
+        except SchedulingError as error:
+            raise InvalidStreamError(f'stream {error}') from None
+
+    def admissible(self, tpus: int) -> tuple[Option, ...]:
+        """Options that keep the accuracy floor, fit the platform and can meet D alone."""
+        return tuple(option for option in self.options
+                     if option.accuracy >= self.accuracy_floor and option.width <= tpus
+                     and option.wcet <= self.deadline)
+
+    def energy_rate(self, option: Option) -> float:
+        """Energy per tick spent by this stream with `option`."""
+        return option.energy_per_job / self.period
+
+    def task(self, width: int, wcet: int) -> GangTask:
+        """Build the gang task this stream becomes with the given width and WCET."""
+        return GangTask(wcet, self.deadline, self.period, width, self.name)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """An accepted choice: one option per stream, a priority order and its cost."""
+
+    choices: tuple[Option, ...]
+    # Stream indices, highest priority first.
+    priorities: tuple[int, ...]
+    # R_i per stream, in stream order.
+    response_times: tuple[int, ...]
+    energy_rate: float
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The answer of a search: a configuration, or None and the reason."""
+
+    configuration: Configuration | None
+    reason: str
+    # Analyses run (tests and lateness evaluations): the unit that dominates the cost.
+    analyses: int
+
+
+class _Problem:
+    """Streams, platform and test, with the acceptance check the searches share."""
+
+    def __init__(self, streams: Sequence[Stream], tpus: int, rule: Dispatch,
+                 knapsack: Knapsack) -> None:
+        self.streams = tuple(streams)
+        self.tpus = tpus
+        self.rule = Dispatch(rule)
+        self.knapsack = Knapsack(knapsack)
+        self.options = [sorted(stream.admissible(tpus), key=stream.energy_rate)
+                        for stream in streams]
+        self.analyses = 0
+        # Overshoot allowed when measuring lateness: enough to rank rejected sets.
+        self.overrun = 2 * max((stream.deadline for stream in streams), default=0)
+
+    def infeasibility(self) -> str:
+        """Why no configuration can exist before any test is run, or ''."""
+        if not self.streams:
+            return 'unschedulable: no streams to configure'
+        for stream, options in zip(self.streams, self.options):
+            if not options:
+                return (f'unschedulable: stream {stream.name} has no option with accuracy '
+                        f'>= {stream.accuracy_floor}, width <= {self.tpus} and C <= '
+                        f'D={stream.deadline}')
+        return ''
+
+    def accepted(self, picks: dict[int, Option]) -> Configuration | None:
+        """Return the configuration of the streams in `picks` if the test accepts it."""
+        indices = sorted(picks)
+        tasks = [self.streams[i].task(picks[i].width, picks[i].wcet) for i in indices]
+        if sum(task.utilisation for task in tasks) > self.tpus:
+            return None
+        self.analyses += 1
+        assignment = assign_priorities(tasks, self.tpus, self.rule, self.knapsack)
+        if not assignment.verdict:
+            return None
+        priorities = tuple(indices[position] for position in assignment.order)
+        bounds = dict(zip(priorities, assignment.verdict.response_times))
+        return Configuration(
+            tuple(picks[i] for i in indices), priorities, tuple(bounds[i] for i in indices),
+            sum(self.streams[i].energy_rate(picks[i]) for i in indices))
+
+    def lateness(self, picks: dict[int, Option]) -> float:
+        """How far the deadline-monotonic bounds overshoot; 0 when that order passes."""
+        self.analyses += 1
+        tasks = [self.streams[i].task(option.width, option.wcet) for i, option in picks.items()]
+        ordered = reorder(tasks, deadline_monotonic(tasks))
+        return GangAnalysis(ordered, self.tpus, self.rule, self.knapsack).lateness(self.overrun)
+
+    def cost(self, picks: dict[int, Option]) -> float:
+        """Energy rate of the picked options."""
+        return sum(self.streams[i].energy_rate(option) for i, option in picks.items())
+
+    def selection(self, best: Configuration | None) -> Selection:
+        """Wrap a search's result with its cost and, if it failed, the reason."""
+        if best is None:
+            return Selection(None, 'unschedulable: the test rejects every configuration '
+                             'tried', self.analyses)
+        return Selection(best, '', self.analyses)
+
+
+def choose_exact(streams: Sequence[Stream], tpus: int, rule: Dispatch,
+                 knapsack: Knapsack = Knapsack.EXACT) -> Selection:
+    """Find the least-energy accepted configuration by branch and bound (few streams)."""
+    problem = _Problem(streams, tpus, rule, knapsack)
+    reason = problem.infeasibility()
+    if reason:
+        return Selection(None, reason, 0)
+    # Streams with the fewest options first: the tree narrows where it is cheapest.
+    order = sorted(range(len(streams)), key=lambda i: len(problem.options[i]))
+    floor_after = [sum(streams[i].energy_rate(problem.options[i][0]) for i in order[depth:])
+                   for depth in range(len(order) + 1)]
+    best: Configuration | None = None
+
+    def explore(depth: int, picks: dict[int, Option]) -> None:
+        nonlocal best
+        if depth == len(order):
+            # The bound check on the way down guarantees it beats the incumbent.
+            best = problem.accepted(picks) or best
+            return
+        stream = order[depth]
+        for option in problem.options[stream]:
+            trial = {**picks, stream: option}
+            bound = problem.cost(trial) + floor_after[depth + 1]
+            # Options are sorted by cost, so once one is too dear all the later ones are.
+            if best is not None and bound >= best.energy_rate:
+                return
+            if depth + 1 == len(order) or problem.accepted(trial) is not None:
+                explore(depth + 1, trial)
+
+    explore(0, {})
+    return problem.selection(best)
+
+
+def choose_heuristic(streams: Sequence[Stream], tpus: int, rule: Dispatch,
+                     knapsack: Knapsack = Knapsack.EXACT) -> Selection:
+    """Find a low-energy accepted configuration by greedy repair and descent (any size)."""
+    problem = _Problem(streams, tpus, rule, knapsack)
+    reason = problem.infeasibility()
+    if reason:
+        return Selection(None, reason, 0)
+    cheapest = {i: options[0] for i, options in enumerate(problem.options)}
+    # Lateness has local minima; the fastest option of every stream is the second start.
+    fastest = {i: min(options, key=lambda option: option.wcet)
+               for i, options in enumerate(problem.options)}
+    for start in (cheapest, fastest):
+        repaired = _repair(problem, start)
+        if repaired is not None:
+            return problem.selection(_descend(problem, *repaired))
+    return problem.selection(None)
+
+
+def _repair(problem: _Problem,
+            picks: dict[int, Option]) -> tuple[dict[int, Option], Configuration] | None:
+    """Greedy changes from `picks` until the test accepts, or None when stuck."""
+    current = problem.accepted(picks)
+    while current is None:
+        picks = _cheapest_repair(problem, picks)
+        if picks is None:
+            return None
+        current = problem.accepted(picks)
+    return picks, current
+
+
+def _descend(problem: _Problem, picks: dict[int, Option],
+             current: Configuration) -> Configuration:
+    """Take the largest accepted saving until none is left."""
+    while True:
+        saving = _best_saving(problem, picks)
+        if saving is None:
+            return current
+        picks, current = saving
+
+
+def _cheapest_repair(problem: _Problem, picks: dict[int, Option]) -> dict[int, Option] | None:
+    """Pick the single-stream change that removes lateness at the least energy per unit."""
+    lateness = problem.lateness(picks)
+    best: tuple[float, dict[int, Option]] | None = None
+    for i, current in picks.items():
+        stream = problem.streams[i]
+        for option in problem.options[i]:
+            if option == current:
+                continue
+            trial = {**picks, i: option}
+            relief = lateness - problem.lateness(trial)
+            if relief <= 0:
+                continue
+            price = (stream.energy_rate(option) - stream.energy_rate(current)) / relief
+            if best is None or price < best[0]:
+                best = (price, trial)
+    return None if best is None else best[1]
+
+
+def _best_saving(problem: _Problem,
+                 picks: dict[int, Option]) -> tuple[dict[int, Option], Configuration] | None:
+    """Pick the accepted single-stream change that saves the most energy, if any."""
+    candidates = sorted(
+        ((problem.streams[i].energy_rate(option) - problem.streams[i].energy_rate(current),
+          i, option)
+         for i, current in picks.items() for option in problem.options[i]),
+        key=lambda candidate: candidate[0])
+    for change, i, option in candidates:
+        if change >= 0:
+            return None
+        trial = {**picks, i: option}
+        accepted = problem.accepted(trial)
+        if accepted is not None:
+            return trial, accepted
+    return None
