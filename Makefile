@@ -8,8 +8,9 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
 .PHONY: demo test setup-runtime setup-training setup-test dataset
 
+# ROS traffic stays on this host; the graph runs in one process.
 demo: setup-runtime dataset
-	$(BIN)/python -m dyn_perception.demo
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(BIN)/python -m dyn_perception.demo
 
 test: setup-test dataset
 	scripts/colcon_test.sh

@@ -38,6 +38,12 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'camera = dyn_perception.nodes.camera:main',
+            'perception = dyn_perception.nodes.perception:main',
+            'energy_manager = dyn_perception.nodes.energy_manager:main',
+            'system_monitor = dyn_perception.nodes.system_monitor:main',
+            'dyn-perception-run = dyn_perception.bringup:main',
+            'dyn-perception-demo = dyn_perception.demo:main',
             'dyn-perception-train = dyn_perception.training.cli:main',
         ],
     },

@@ -38,3 +38,13 @@ def test_requantize_is_identity_for_equal_quantisation_and_exact_otherwise():
     coarser = TensorSpec('c', (256,), 0.05, 0)
     moved = requantize(q, TENSOR, coarser)
     assert np.abs(dequantize(moved, coarser) - dequantize(q, TENSOR)).max() <= 0.025 + 1e-6
+
+
+def test_replayed_camera_frame_fits_back_to_the_original():
+    from dyn_perception.runtime.frames import letterbox
+    rng = np.random.default_rng(2)
+    original = rng.integers(0, 256, size=(28, 28, 1), dtype=np.uint8)
+    camera = letterbox(original, 640, 480)
+    assert camera.shape == (480, 640, 3)
+    back = fit_frame(camera, GREY28)
+    assert np.abs(back.astype(int) - original.astype(int)).mean() < 12

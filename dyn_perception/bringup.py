@@ -1,0 +1,183 @@
+"""
+The node graph from ``config/pipeline.yaml``, for ``ros2 launch`` and for a launch-free runner.
+
+``load_graph`` turns the file plus launch-argument values into node specifications; the launch
+file maps them to ``launch_ros`` Node actions, and ``dyn-perception-run`` starts the same
+nodes itself: all in one process on a multi-threaded executor, or one process per node.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+import importlib
+import os
+from pathlib import Path
+import subprocess
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from dyn_perception.runtime.paths import data_path
+import yaml
+
+DEFAULT_GRAPH = data_path('config', 'pipeline.yaml')
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    name: str
+    default: Any
+    description: str
+    sets: tuple[tuple[str, str], ...]  # (node, parameter)
+
+    def parse(self, text: str) -> Any:
+        """
+        Read a command-line string as this argument's value.
+
+        Text stays text where the default is a string (a device '0' is a name, not a
+        number); otherwise it is read as YAML, the way ROS reads parameter values.
+        """
+        if isinstance(self.default, str):
+            return text
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the graph: how to start it and with which parameters."""
+
+    name: str
+    executable: str
+    node_class: str  # 'package.module:Class'
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def module(self) -> str:
+        return self.node_class.split(':', 1)[0]
+
+    def ros_arguments(self) -> list[str]:
+        """Return the ``--ros-args`` that give this node its name and parameters."""
+        args = ['--ros-args', '-r', f'__node:={self.name}']
+        for key, value in self.parameters.items():
+            args += ['-p', f'{key}:={yaml.safe_dump(value, default_flow_style=True).strip()}']
+        return args
+
+
+@dataclass(frozen=True)
+class Graph:
+    arguments: tuple[LaunchArgument, ...]
+    nodes: tuple[NodeSpec, ...]
+
+
+def load_graph(path: str | Path = DEFAULT_GRAPH,
+               values: Optional[dict[str, Any]] = None) -> Graph:
+    """Read the graph file and apply launch-argument ``values`` (defaults elsewhere)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+        arguments = tuple(
+            LaunchArgument(name, spec['default'], spec.get('description', ''),
+                           tuple(tuple(target.split('.', 1)) for target in spec['sets']))
+            for name, spec in data['launch_arguments'].items())
+        nodes = {name: NodeSpec(name, spec['executable'], spec['node_class'],
+                                dict(spec.get('parameters') or {}))
+                 for name, spec in data['nodes'].items()}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f'{path}: not a valid node graph ({err!r})') from err
+    values = values or {}
+    unknown = set(values) - {a.name for a in arguments}
+    if unknown:
+        raise ValueError(f'unknown launch arguments {sorted(unknown)}; '
+                         f'known: {", ".join(a.name for a in arguments)}')
+    for argument in arguments:
+        value = values.get(argument.name, argument.default)
+        for node, parameter in argument.sets:
+            if node not in nodes:
+                raise ValueError(f'{path}: argument {argument.name} sets a parameter of '
+                                 f'unknown node {node!r}')
+            nodes[node].parameters[parameter] = value
+    return Graph(arguments, tuple(nodes.values()))
+
+
+def make_node(spec: NodeSpec):
+    """Instantiate a node class in this process with the spec's parameter overrides."""
+    from rclpy.parameter import Parameter
+    module, class_name = spec.node_class.split(':', 1)
+    node_class = getattr(importlib.import_module(module), class_name)
+    overrides = [Parameter(k, value=v) for k, v in spec.parameters.items()]
+    return node_class(parameter_overrides=overrides)
+
+
+def run_in_process(graph: Graph, duration: Optional[float] = None) -> None:
+    """Spin every node of the graph on one multi-threaded executor."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    with rclpy.init():
+        executor = MultiThreadedExecutor()
+        nodes = [make_node(spec) for spec in graph.nodes]
+        for node in nodes:
+            executor.add_node(node)
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown()
+            for node in nodes:
+                node.destroy_node()
+
+
+def run_processes(graph: Graph, duration: Optional[float] = None) -> int:
+    """Start one process per node (``python -m <module>``), wait, and stop them together."""
+    processes = [subprocess.Popen([sys.executable, '-m', spec.module, *spec.ros_arguments()],
+                                  env=os.environ.copy()) for spec in graph.nodes]
+    try:
+        deadline = None if duration is None else time.monotonic() + duration
+        while all(p.poll() is None for p in processes):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+        for p in processes:
+            p.wait(timeout=10)
+    return max(p.returncode or 0 for p in processes)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='dyn-perception-run', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='Launch arguments are given as name:=value, as with ros2 launch.')
+    parser.add_argument('arguments', nargs='*', help='name:=value launch arguments')
+    parser.add_argument('--config', default=str(DEFAULT_GRAPH), help='node graph YAML')
+    parser.add_argument('--processes', choices=('one', 'per-node'), default='one')
+    parser.add_argument('--duration', type=float, help='seconds to run (default: until Ctrl-C)')
+    args = parser.parse_args(argv)
+    texts = {}
+    for item in args.arguments:
+        if ':=' not in item:
+            parser.error(f'expected name:=value, got {item!r}')
+        name, text = item.split(':=', 1)
+        texts[name] = text
+    try:
+        arguments = {a.name: a for a in load_graph(args.config).arguments}
+        graph = load_graph(args.config, {k: arguments[k].parse(t) if k in arguments else t
+                                         for k, t in texts.items()})
+    except ValueError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    if args.processes == 'per-node':
+        return run_processes(graph, args.duration)
+    run_in_process(graph, args.duration)
+    return 0

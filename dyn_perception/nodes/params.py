@@ -1,0 +1,102 @@
+"""
+Parameters declared once with descriptors and ranges, and checked before they land.
+
+ROS 2 enforces numeric ranges and types itself; the choices of a string parameter and any
+cross-parameter rule are the node's to check, in the on-set callback, so that a rejected value
+never reaches the node's state (the post-set callback applies accepted ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+from rcl_interfaces.msg import (
+    FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: default, description, and its numeric range or allowed strings."""
+
+    name: str
+    default: Any
+    description: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: Sequence[str] = ()
+    read_only: bool = False
+    number_list: bool = False  # a list of numbers, possibly empty (ROS cannot type [])
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(description=self.description, read_only=self.read_only,
+                                         dynamic_typing=self.number_list)
+        if self.low is not None and isinstance(self.default, bool):
+            raise TypeError(f'{self.name}: a boolean has no range')
+        if self.low is not None and isinstance(self.default, int):
+            descriptor.integer_range = [IntegerRange(from_value=int(self.low),
+                                                     to_value=int(self.high), step=1)]
+        elif self.low is not None:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(self.low), to_value=float(self.high), step=0.0)]
+        if self.choices:
+            descriptor.additional_constraints = 'one of: ' + ', '.join(self.choices)
+        return descriptor
+
+    def problem(self, value: Any) -> Optional[str]:
+        """Say why ``value`` is not acceptable (None when it is)."""
+        if self.choices and value not in self.choices:
+            return f'{self.name}={value!r} is not one of {", ".join(self.choices)}'
+        is_list = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+        if self.number_list and not (is_list and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            return f'{self.name} must be a list of numbers, got {value!r}'
+        return None
+
+
+class ParameterSet:
+    """
+    Declare a node's parameters and route changes through validation, then application.
+
+    ``validate(proposed, changed)`` sees every parameter's value as it would be after the
+    change and the names that change; it returns a reason to refuse, or None. ``apply``
+    receives the accepted changes.
+    """
+
+    def __init__(self, node: Node, params: Sequence[Param],
+                 validate: Optional[Callable[[dict, set], Optional[str]]] = None,
+                 apply: Optional[Callable[[dict], None]] = None):
+        self.node = node
+        self.params = {p.name: p for p in params}
+        self.validate, self.apply = validate, apply
+        for p in params:
+            node.declare_parameter(p.name, p.default, p.descriptor())
+        node.add_on_set_parameters_callback(self._on_set)
+        node.add_post_set_parameters_callback(self._post_set)
+
+    def value(self, name: str) -> Any:
+        return self.node.get_parameter(name).value
+
+    def values(self) -> dict:
+        return {name: self.value(name) for name in self.params}
+
+    def _on_set(self, changes: list[Parameter]) -> SetParametersResult:
+        """Check types' allowed values, then the node's own rules on the proposed whole."""
+        proposed = {**self.values(), **{c.name: c.value for c in changes}}
+        for change in changes:
+            spec = self.params.get(change.name)
+            reason = spec.problem(change.value) if spec else None
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        changed = {c.name for c in changes}
+        reason = self.validate(proposed, changed) if self.validate else None
+        if reason:
+            self.node.get_logger().warning(f'rejected parameter change: {reason}')
+        return SetParametersResult(successful=reason is None, reason=reason or '')
+
+    def _post_set(self, changes: list[Parameter]) -> None:
+        if self.apply:
+            self.apply({c.name: c.value for c in changes})

@@ -1,0 +1,107 @@
+"""
+A simulated Edge TPU: real results from LiteRT on the CPU, time and energy from a model.
+
+The results are the int8 segment's own (LiteRT runs it), so a simulated pipeline classifies
+exactly as a real one would; only the clock is modelled (see ``timing``). Co-resident segments
+share the 8 MB parameter cache in load order, as co-compiled models do; what does not fit is
+streamed on every invocation. In virtual time nothing waits: the pipeline advances a simulated
+clock by the modelled durations, which makes runs fast and deterministic. In wall-clock time
+each invocation and swap sleeps until its modelled duration has passed, for demos; an
+invocation whose LiteRT computation alone takes longer than the model is counted as an overrun.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+from dyn_perception.runtime.devices.base import (
+    Device, DeviceError, Invocation, LoadReport, SegmentRef
+)
+from dyn_perception.runtime.devices.timing import cache_plan, calibrated_timing, EdgeTPUTiming
+from dyn_perception.runtime.segment import SegmentRunner
+import numpy as np
+
+CLOCKS = ('virtual', 'wall')
+
+
+class SimulatedEdgeTPU(Device):
+    """One Edge TPU on a USB or PCIe link, simulated (see the module docstring)."""
+
+    kind = 'sim_edgetpu'
+
+    def __init__(self, name: str = 'simtpu0', timing: Optional[EdgeTPUTiming] = None,
+                 clock: str = 'virtual'):
+        timing = timing or calibrated_timing('usb')
+        super().__init__(name, timing.active_power_w, timing.idle_power_w)
+        if clock not in CLOCKS:
+            raise ValueError(f'{name}: clock must be one of {CLOCKS}, got {clock!r}')
+        self.timing = timing
+        self.clock = clock
+        self.overruns = 0
+        self._streamed: dict[str, int] = {}
+        self._failing_after: Optional[int] = None
+
+    @property
+    def virtual(self) -> bool:
+        return self.clock == 'virtual'
+
+    def fail_after(self, invocations: int) -> None:
+        """
+        Inject a failure: the device breaks after ``invocations`` more successful invocations.
+
+        This is how tests and demos exercise the pipeline's recovery; a real device fails on
+        its own (a USB accelerator unplugged, a PCIe error).
+        """
+        if invocations < 0:
+            raise ValueError('invocations must be >= 0')
+        self._failing_after = invocations
+
+    def _plan(self, segments: Sequence[SegmentRef]) -> list[int]:
+        return cache_plan([ref.spec.param_bytes for ref in segments], self.timing.cache_bytes)
+
+    def load(self, segments: Sequence[SegmentRef]) -> LoadReport:
+        report = super().load(segments)
+        resident = self.resident
+        self._streamed = {ref.key: ref.spec.param_bytes - cached
+                          for ref, cached in zip(resident, self._plan(resident))}
+        return report
+
+    def _open(self, ref: SegmentRef) -> SegmentRunner:
+        return SegmentRunner(ref.spec, ref.path)
+
+    def _swap_seconds(self, before: tuple[SegmentRef, ...], added: tuple[SegmentRef, ...],
+                      opening_s: float) -> float:
+        """One host transaction per new model plus every byte that newly enters the cache."""
+        old = dict(zip((ref.key for ref in before), self._plan(before)))
+        resident = self.resident
+        moved = sum(max(0, cached - old.get(ref.key, 0))
+                    for ref, cached in zip(resident, self._plan(resident)))
+        seconds = len(added) * self.timing.overhead_s + self.timing.transfer_s(moved)
+        self._wait(seconds, opening_s)
+        return seconds
+
+    def _wait(self, modelled_s: float, spent_s: float) -> None:
+        if self.clock == 'wall':
+            if spent_s > modelled_s:
+                self.overruns += 1
+            else:
+                time.sleep(modelled_s - spent_s)
+
+    def invoke(self, ref: SegmentRef, x: np.ndarray) -> Invocation:
+        runner = self.runner(ref)
+        if self._failing_after is not None:
+            if self._failing_after == 0:
+                raise DeviceError(self.name, 'simulated failure (injected)')
+            self._failing_after -= 1
+        start = time.perf_counter()
+        output = runner(x)
+        seconds = self.timing.invoke_s(ref.spec.macs, self._streamed[ref.key], ref.io_bytes)
+        self._wait(seconds, time.perf_counter() - start)
+        return Invocation(output, seconds, seconds * self.active_power_w)
+
+    def estimate_ms(self, segments: Sequence[SegmentRef]) -> tuple[float, ...]:
+        """Modelled time of each segment with these segments (and only these) resident."""
+        return tuple(
+            1e3 * self.timing.invoke_s(ref.spec.macs, ref.spec.param_bytes - cached, ref.io_bytes)
+            for ref, cached in zip(segments, self._plan(segments)))

@@ -1,0 +1,213 @@
+"""
+What the perception node does, without ROS: a pipeline, the operating mode, live accuracy.
+
+The node hands frames in with their stamp and (for a labelled replay) their true class; this
+class submits them to the pipeline, turns each pipeline result into a result record (the
+versioned schema below) and keeps the counters the diagnostics report. Settings are checked
+as a whole before they are applied, so a rejected change leaves the running state untouched.
+
+Result record schema ``dyn_perception/result/1`` (JSON object):
+    schema, frame (sequence number), stamp [sec, nanosec], status (ok | dropped | failed),
+    class_id, label, score (softmax probability of class_id), exit (index of the exit taken,
+    0-based), exits (number of exits), latency_ms (submission to result), inference_ms (sum
+    of the segment invocations), energy_j, mode, variant, policy, ground_truth, correct
+    (both null without ground truth), error (null unless failed).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+import threading
+from typing import Any, Callable, Optional
+
+from dyn_perception.runtime.artifacts import load_manifest, Manifest
+from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
+from dyn_perception.runtime.exits import get_policy
+from dyn_perception.runtime.pipeline import Pipeline
+from dyn_perception.runtime.pipeline.results import FrameResult, OK, PipelineStats
+import numpy as np
+
+RESULT_SCHEMA = 'dyn_perception/result/1'
+
+
+@dataclass(frozen=True)
+class PerceptionSettings:
+    """
+    The node's parameters, as one value.
+
+    Empty ``policy`` and ``variant`` mean the manifest's defaults; empty ``thresholds`` means
+    the mode's calibrated thresholds, otherwise one per early exit overrides them.
+    """
+
+    model: str = 'fmnist_eenet'
+    backend: str = 'auto'
+    num_tpus: int = 2
+    mode: str = 'balanced'
+    policy: str = ''
+    variant: str = ''
+    thresholds: tuple[float, ...] = ()
+    queue_capacity: int = 4
+    live: bool = True
+
+    def pipeline_shape(self) -> tuple:
+        """Return what cannot change without rebuilding the pipeline."""
+        return self.model, self.backend, self.num_tpus, self.queue_capacity, self.live
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    stamp: tuple[int, int]
+    ground_truth: Optional[int]
+    image: Optional[np.ndarray]
+
+
+class PerceptionEngine:
+    """A pipeline with modes, result records and live accuracy (see the module docstring)."""
+
+    def __init__(self, settings: PerceptionSettings,
+                 on_record: Callable[[dict, Optional[np.ndarray]], None],
+                 keep_images: bool = False, accuracy_window: int = 500):
+        self.on_record = on_record
+        self.keep_images = keep_images
+        self._lock = threading.Lock()
+        self._frames: dict[int, FrameInfo] = {}
+        self._next_frame = 0
+        self._recent = deque(maxlen=accuracy_window)
+        self.correct = self.labelled = 0
+        self.settings = settings
+        self.manifest = load_manifest(settings.model)
+        self.pipeline = self._open(settings, self.manifest)
+
+    # -- settings ------------------------------------------------------------------------
+
+    def check(self, settings: PerceptionSettings) -> Optional[str]:
+        """Say why ``settings`` cannot run (None when they can); nothing is changed."""
+        if settings.backend not in BACKENDS:
+            return f'backend must be one of {", ".join(BACKENDS)}'
+        try:
+            manifest = (self.manifest if settings.model == self.settings.model
+                        else load_manifest(settings.model))
+            variant = manifest.variant(settings.variant or None)
+            policy = get_policy(settings.policy or manifest.default_policy)
+            if settings.thresholds:
+                if len(settings.thresholds) != variant.num_exits - 1:
+                    return (f'{variant.name} has {variant.num_exits - 1} early exits; '
+                            f'got {len(settings.thresholds)} thresholds')
+                problems = [policy.validate(t) for t in settings.thresholds]
+                return next((p for p in problems if p), None)
+            if settings.mode not in variant.thresholds.get(policy.name, {}):
+                known = sorted(variant.thresholds.get(policy.name, {}))
+                return (f'variant {variant.name} has no {policy.name} thresholds for mode '
+                        f'{settings.mode!r}; known: {", ".join(known)}')
+        except ValueError as err:
+            return str(err)
+        return None
+
+    def apply(self, settings: PerceptionSettings) -> None:
+        """Switch to checked settings: a mode change in place, a new model or backend rebuilt."""
+        if settings.pipeline_shape() != self.settings.pipeline_shape():
+            manifest = load_manifest(settings.model)
+            pipeline = self._open(settings, manifest)
+            old, self.pipeline, self.manifest = self.pipeline, pipeline, manifest
+            old.drain(timeout=10.0)
+            old.close()
+        else:
+            self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest))
+        self.settings = settings
+
+    @staticmethod
+    def _mode_arguments(settings: PerceptionSettings, manifest: Manifest) -> dict:
+        return {'variant': settings.variant or manifest.default_variant,
+                'policy': settings.policy or manifest.default_policy,
+                'thresholds': list(settings.thresholds) or settings.mode}
+
+    def _open(self, settings: PerceptionSettings, manifest: Manifest) -> Pipeline:
+        devices = make_devices(settings.backend, settings.num_tpus, clock='wall')
+        return Pipeline(manifest, devices, queue_capacity=settings.queue_capacity,
+                        admission='drop_oldest' if settings.live else 'block',
+                        on_result=self._on_result,
+                        **self._mode_arguments(settings, manifest))
+
+    # -- frames --------------------------------------------------------------------------
+
+    def submit(self, image: np.ndarray, stamp: tuple[int, int],
+               ground_truth: Optional[int] = None) -> int:
+        """Queue one RGB (or grey) uint8 frame; returns its sequence number."""
+        with self._lock:
+            frame = self._next_frame
+            self._next_frame += 1
+            self._frames[frame] = FrameInfo(stamp, ground_truth,
+                                            image if self.keep_images else None)
+        self.pipeline.submit(frame, image)
+        return frame
+
+    def _on_result(self, result: FrameResult) -> None:
+        with self._lock:
+            info = self._frames.pop(result.frame_id)
+            correct = None
+            if result.status == OK and info.ground_truth is not None:
+                correct = result.class_id == info.ground_truth
+                self.labelled += 1
+                self.correct += correct
+                self._recent.append(correct)
+        self.on_record(self.record(result, info, correct), info.image)
+
+    def record(self, result: FrameResult, info: FrameInfo, correct: Optional[bool]) -> dict:
+        """Build the ``dyn_perception/result/1`` record of one frame."""
+        ok = result.status == OK
+        labels = self.manifest.labels
+        variant = self.pipeline.config.variant
+        return {
+            'schema': RESULT_SCHEMA, 'frame': result.frame_id, 'stamp': list(info.stamp),
+            'status': result.status,
+            'class_id': result.class_id if ok else None,
+            'label': labels[result.class_id] if ok else None,
+            'score': float(result.scores[result.class_id]) if ok else None,
+            'exit': result.exit_index, 'exits': variant.num_exits,
+            'latency_ms': 1e3 * result.latency_s,
+            'inference_ms': 1e3 * sum(t.seconds for t in result.timings),
+            'energy_j': result.energy_j, 'mode': result.mode or self.settings.mode,
+            'variant': variant.name, 'policy': self.pipeline.config.policy.name,
+            'ground_truth': info.ground_truth, 'correct': correct, 'error': result.error,
+        }
+
+    # -- state ---------------------------------------------------------------------------
+
+    def stats(self) -> PipelineStats:
+        return self.pipeline.stats()
+
+    def accuracy(self) -> tuple[Optional[float], Optional[float]]:
+        """Return live accuracy over all labelled frames and over the recent window."""
+        with self._lock:
+            overall = self.correct / self.labelled if self.labelled else None
+            recent = sum(self._recent) / len(self._recent) if self._recent else None
+        return overall, recent
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Flat key/values for ``/diagnostics``: rates, exits, devices, energy, accuracy."""
+        s = self.stats()
+        overall, recent = self.accuracy()
+        values = {
+            'mode': self.settings.mode, 'variant': self.pipeline.config.variant.name,
+            'policy': self.pipeline.config.policy.name, 'placement': s.placement,
+            'fps': round(s.fps, 2), 'submitted': s.submitted, 'completed': s.completed,
+            'dropped': s.dropped, 'failed': s.failed,
+            'exit_histogram': ' '.join(str(n) for n in s.exit_histogram),
+            'latency_median_ms': None if s.latency_median_s is None
+            else round(1e3 * s.latency_median_s, 3),
+            'latency_p99_ms': None if s.latency_p99_s is None
+            else round(1e3 * s.latency_p99_s, 3),
+            'energy_per_frame_mj': round(1e3 * s.energy_j / s.completed, 4)
+            if s.completed else None,
+            'labelled': self.labelled,
+            'accuracy': None if overall is None else round(overall, 4),
+            'accuracy_recent': None if recent is None else round(recent, 4),
+        }
+        for device in s.devices:
+            values[f'utilisation.{device.name}'] = round(device.utilisation, 4)
+        return values
+
+    def close(self) -> None:
+        self.pipeline.drain(timeout=10.0)
+        self.pipeline.close()

@@ -1,0 +1,226 @@
+# Copyright 2026 dyn_perception maintainers. Apache-2.0.
+"""
+The ROS nodes with real rclpy: images in, results and diagnostics out, parameters, modes.
+
+Every test runs the shipped model on LiteRT in this process, talks to the nodes over topics
+and calls their parameter services the way ``ros2 param set`` does.
+"""
+
+import json
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from dyn_perception.nodes.conversions import rgb_to_image
+from dyn_perception.nodes.energy_manager import EnergyManager
+from dyn_perception.nodes.perception import Perception
+from dyn_perception.runtime.datasets import load_dataset
+from dyn_perception.runtime.frames import letterbox
+from dyn_perception.runtime.modes import load_modes
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import SetParameters
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import BatteryState, Image
+from std_msgs.msg import String
+
+
+class Harness(Node):
+    """The outside world: publishes camera frames and modes, collects what the nodes say."""
+
+    def __init__(self):
+        super().__init__('test_harness')
+        self.images = self.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
+        self.truth = self.create_publisher(String, 'image_raw/ground_truth', 50)
+        self.modes = self.create_publisher(String, 'energy_mode', 10)
+        self.battery = self.create_publisher(BatteryState, 'battery_state', 10)
+        self.results, self.diagnostics, self.published_modes = [], [], []
+        self.create_subscription(String, 'perception/result',
+                                 lambda m: self.results.append(json.loads(m.data)), 100)
+        self.create_subscription(DiagnosticArray, '/diagnostics',
+                                 lambda m: self.diagnostics.append(m), 10)
+        self.create_subscription(String, 'energy_mode',
+                                 lambda m: self.published_modes.append(m.data), 10)
+        test = load_dataset('fashion_mnist').test
+        self.frames = [(letterbox(test.images[i], 160, 120), int(test.labels[i]))
+                       for i in range(64)]
+        self.sent = 0
+
+    def send(self, count: int, msg_factory=None) -> None:
+        for _ in range(count):
+            image, label = self.frames[self.sent % len(self.frames)]
+            msg = msg_factory(image) if msg_factory else rgb_to_image(image)
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.truth.publish(String(data=json.dumps(
+                {'stamp': [msg.header.stamp.sec, msg.header.stamp.nanosec],
+                 'class_id': label})))
+            self.images.publish(msg)
+            self.sent += 1
+            time.sleep(0.01)
+
+    def set_parameters(self, node: str, **values) -> list:
+        """Call <node>/set_parameters, as `ros2 param set` does."""
+        client = self.create_client(SetParameters, f'/{node}/set_parameters')
+        assert client.wait_for_service(timeout_sec=10.0)
+        request = SetParameters.Request(parameters=[
+            ParameterMsg(name=k, value=Parameter(k, value=v).get_parameter_value())
+            for k, v in values.items()])
+        future = client.call_async(request)
+        wait_for(future.done)
+        self.destroy_client(client)
+        return future.result().results
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def graph():
+    """Perception (LiteRT, one worker) and the harness on a background executor."""
+    with rclpy.init():
+        perception = Perception(parameter_overrides=[
+            Parameter('backend', value='litert'), Parameter('num_tpus', value=1),
+            Parameter('mode', value='performance'), Parameter('queue_capacity', value=64),
+            Parameter('diagnostics_period_s', value=0.2)])
+        harness = Harness()
+        executor = MultiThreadedExecutor()
+        executor.add_node(perception)
+        executor.add_node(harness)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        time.sleep(0.5)  # discovery
+        try:
+            yield perception, harness
+        finally:
+            executor.shutdown()
+            perception.destroy_node()
+            harness.destroy_node()
+            thread.join(timeout=5)
+
+
+def test_images_in_results_and_diagnostics_out(graph):
+    perception, harness = graph
+    harness.send(40)
+    wait_for(lambda: len(harness.results) >= 40)
+    records = harness.results[:40]
+    assert [r['frame'] for r in records] == list(range(40)), 'results in frame order'
+    for r in records:
+        assert r['schema'] == 'dyn_perception/result/1' and r['status'] == 'ok'
+        assert r['label'] == perception.engine.manifest.labels[r['class_id']]
+        assert 0 <= r['exit'] < r['exits'] == 3 and 0 < r['score'] <= 1
+        assert r['latency_ms'] > 0 and r['energy_j'] > 0 and r['mode'] == 'performance'
+    labelled = [r for r in records if r['correct'] is not None]
+    assert len(labelled) >= 35, 'ground truth travels with the replay'
+    assert sum(r['correct'] for r in labelled) / len(labelled) > 0.8
+    wait_for(lambda: any(kv.key == 'completed' and int(kv.value) >= 40
+                         for m in harness.diagnostics for kv in m.status[0].values))
+    values = {kv.key: kv.value for kv in harness.diagnostics[-1].status[0].values}
+    for key in ('fps', 'dropped', 'exit_histogram', 'energy_per_frame_mj', 'accuracy',
+                'utilisation.cpu0', 'malformed'):
+        assert key in values
+    assert sum(int(n) for n in values['exit_histogram'].split()) >= 40
+
+
+def test_parameters_are_checked_like_ros2_param_set(graph):
+    perception, harness = graph
+    ok = harness.set_parameters('perception', mode='eco')
+    assert ok[0].successful and perception.get_parameter('mode').value == 'eco'
+    assert perception.engine.settings.mode == 'eco'
+    rejected = {
+        'mode': 'turbo', 'backend': 'gpu', 'exit_policy': 'vibes', 'num_tpus': 99,
+        'thresholds': [0.1, 0.2, 0.3], 'model': 'no_such_model',
+    }
+    for name, value in rejected.items():
+        result = harness.set_parameters('perception', **{name: value})[0]
+        assert not result.successful, name
+        assert result.reason, f'{name} refused without a reason'
+    assert perception.get_parameter('mode').value == 'eco', 'old value kept'
+    assert perception.get_parameter('backend').value == 'litert'
+    assert perception.engine.settings.thresholds == ()
+    custom = harness.set_parameters('perception', thresholds=[0.5, 0.5])[0]
+    assert custom.successful and perception.engine.settings.thresholds == (0.5, 0.5)
+    bad_type = harness.set_parameters('perception', thresholds=['a'])[0]
+    assert not bad_type.successful
+    described = perception.describe_parameter('num_tpus')
+    assert described.integer_range[0].to_value == 16 and described.description
+
+
+def test_energy_mode_changes_thresholds_within_a_few_frames(graph):
+    perception, harness = graph
+    harness.send(20)
+    wait_for(lambda: len(harness.results) >= 20)
+    harness.modes.publish(String(data='critical'))
+    wait_for(lambda: perception.get_parameter('mode').value == 'critical')
+    switched_at = harness.sent
+    harness.send(60)
+    wait_for(lambda: len(harness.results) >= switched_at + 60)
+    after = harness.results[switched_at:]
+    first_critical = next(i for i, r in enumerate(after) if r['mode'] == 'critical')
+    assert first_critical <= perception.params.value('queue_capacity')
+    assert all(r['mode'] == 'critical' for r in after[first_critical:])
+    before = harness.results[:20]
+    mean_exit = (lambda rows: np.mean([r['exit'] for r in rows]))
+    assert mean_exit(after[first_critical:]) < mean_exit(before)
+    harness.modes.publish(String(data='warp-speed'))
+    time.sleep(0.5)
+    assert perception.get_parameter('mode').value == 'critical'
+
+
+@pytest.mark.parametrize('break_it, reason', [
+    (lambda m: setattr(m, 'encoding', 'yuv422'), 'unsupported'),
+    (lambda m: setattr(m, 'step', m.step - 1), 'step'),
+    (lambda m: setattr(m, 'data', bytes(m.data)[:100]), 'data'),
+    (lambda m: (setattr(m, 'height', 0), setattr(m, 'data', b'')), 'empty'),
+])
+def test_malformed_images_are_counted_and_skipped(graph, break_it, reason):
+    perception, harness = graph
+
+    def broken(image):
+        msg = rgb_to_image(image)
+        break_it(msg)
+        return msg
+
+    harness.send(3, broken)
+    harness.send(5)
+    wait_for(lambda: len(harness.results) >= 5)
+    assert sum(perception.malformed.values()) == 3
+    assert any(reason in key for key in perception.malformed)
+    assert all(r['status'] == 'ok' for r in harness.results)
+
+
+def test_energy_manager_follows_battery_with_hysteresis():
+    with rclpy.init():
+        manager = EnergyManager(parameter_overrides=[
+            Parameter('min_dwell_s', value=0.0), Parameter('period_s', value=0.1)])
+        harness = Harness()
+        executor = MultiThreadedExecutor()
+        executor.add_node(manager)
+        executor.add_node(harness)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        try:
+            modes = [m.name for m in load_modes()]
+            for charge, expected in ((0.9, modes[0]), (0.5, modes[1]), (0.62, modes[1]),
+                                     (0.7, modes[0]), (0.05, modes[-1])):
+                harness.battery.publish(BatteryState(percentage=charge))
+                wait_for(lambda: manager.published == expected, timeout=5.0)
+                wait_for(lambda: harness.published_modes[-1:] == [expected], timeout=5.0)
+            pinned = harness.set_parameters('energy_manager', policy='eco')[0]
+            assert pinned.successful
+            wait_for(lambda: harness.published_modes[-1:] == ['eco'], timeout=5.0)
+            bad = harness.set_parameters('energy_manager', min_charge=[0.1, 0.5, 0.2, 0.0])[0]
+            assert not bad.successful and 'decrease' in bad.reason
+        finally:
+            executor.shutdown()
+            manager.destroy_node()
+            harness.destroy_node()
+            thread.join(timeout=5)
