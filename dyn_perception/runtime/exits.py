@@ -79,7 +79,8 @@ class ExitPolicy:
         """Decide for one frame's logits whether it leaves at this exit (fast scalar path)."""
         if threshold is None:
             return False
-        score = _scalar_scores(list(logits))[_SCALAR[self.name]]
+        values = logits.tolist() if hasattr(logits, 'tolist') else list(logits)
+        score = _scalar_scores(values)[_SCALAR[self.name]]
         return score >= threshold if self.higher_is_confident else score <= threshold
 
     def validate(self, threshold: Optional[float]) -> Optional[str]:
