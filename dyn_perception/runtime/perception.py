@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from dyn_perception.runtime.artifacts import load_manifest, Manifest
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
 from dyn_perception.runtime.exits import get_policy
+from dyn_perception.runtime.modes import load_modes, Mode
 from dyn_perception.runtime.pipeline import Pipeline
 from dyn_perception.runtime.pipeline.results import FrameResult, OK, PipelineStats
 import numpy as np
@@ -67,9 +68,11 @@ class PerceptionEngine:
 
     def __init__(self, settings: PerceptionSettings,
                  on_record: Callable[[dict, Optional[np.ndarray]], None],
-                 keep_images: bool = False, accuracy_window: int = 500):
+                 keep_images: bool = False, accuracy_window: int = 500,
+                 modes: Optional[Sequence[Mode]] = None):
         self.on_record = on_record
         self.keep_images = keep_images
+        self.modes = {m.name: m for m in (modes or load_modes())}
         self._lock = threading.Lock()
         self._frames: dict[int, FrameInfo] = {}
         self._next_frame = 0
@@ -88,7 +91,7 @@ class PerceptionEngine:
         try:
             manifest = (self.manifest if settings.model == self.settings.model
                         else load_manifest(settings.model))
-            variant = manifest.variant(settings.variant or None)
+            variant = manifest.variant(self._variant_name(settings, manifest))
             policy = get_policy(settings.policy or manifest.default_policy)
             if settings.thresholds:
                 if len(settings.thresholds) != variant.num_exits - 1:
@@ -116,9 +119,16 @@ class PerceptionEngine:
             self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest))
         self.settings = settings
 
-    @staticmethod
-    def _mode_arguments(settings: PerceptionSettings, manifest: Manifest) -> dict:
-        return {'variant': settings.variant or manifest.default_variant,
+    def _variant_name(self, settings: PerceptionSettings, manifest: Manifest) -> str:
+        """Return the variant to run: the one asked for, else the mode's, else the default."""
+        if settings.variant:
+            return settings.variant
+        mode = self.modes.get(settings.mode)
+        known = {v.name for v in manifest.variants}
+        return mode.variant if mode and mode.variant in known else manifest.default_variant
+
+    def _mode_arguments(self, settings: PerceptionSettings, manifest: Manifest) -> dict:
+        return {'variant': self._variant_name(settings, manifest),
                 'policy': settings.policy or manifest.default_policy,
                 'thresholds': list(settings.thresholds) or settings.mode}
 

@@ -1,0 +1,70 @@
+# Copyright 2026 dyn_perception maintainers. Apache-2.0.
+"""The perception node's logic without ROS: settings checks, modes, variants, records."""
+
+from dataclasses import replace
+import threading
+
+from dyn_perception.runtime.modes import Mode
+from dyn_perception.runtime.perception import PerceptionEngine, PerceptionSettings, RESULT_SCHEMA
+from lint_targets import PACKAGE_ROOT
+import numpy as np
+import pytest
+
+FIXTURE = PACKAGE_ROOT / 'test' / 'fixtures'
+MODES = (Mode('performance', 0.0), Mode('balanced', 0.5), Mode('eco', 1.5),
+         Mode('critical', 4.0, variant='slim'))
+
+
+@pytest.fixture
+def engine():
+    records, done = [], threading.Condition()
+
+    def on_record(record, image):
+        with done:
+            records.append(record)
+            done.notify_all()
+
+    settings = PerceptionSettings(model=str(FIXTURE / 'tiny_eenet'), backend='litert',
+                                  num_tpus=1, mode='balanced', live=False)
+    engine = PerceptionEngine(settings, on_record, modes=MODES)
+    engine.records, engine.done = records, done
+    yield engine
+    engine.close()
+
+
+def run(engine, frames, labels):
+    start = len(engine.records)
+    for i, frame in enumerate(frames):
+        engine.submit(frame, (0, i), int(labels[i]))
+    with engine.done:
+        assert engine.done.wait_for(lambda: len(engine.records) >= start + len(frames), 20)
+    return engine.records[start:]
+
+
+def test_records_follow_the_schema_and_count_accuracy(engine):
+    frames = np.load(FIXTURE / 'frames.npy')[:20]
+    labels = np.arange(20) % 10
+    records = run(engine, frames, labels)
+    assert [r['frame'] for r in records] == list(range(20))
+    assert all(r['schema'] == RESULT_SCHEMA and r['variant'] == 'base' for r in records)
+    assert engine.labelled == 20
+    assert engine.diagnostics()['labelled'] == 20
+
+
+def test_a_mode_brings_its_variant_and_bad_settings_are_refused(engine):
+    frames = np.load(FIXTURE / 'frames.npy')[:10]
+    critical = replace(engine.settings, mode='critical')
+    assert engine.check(critical) is None
+    engine.apply(critical)
+    records = run(engine, frames, np.zeros(10))
+    assert {r['variant'] for r in records} == {'slim'} and records[-1]['mode'] == 'critical'
+    pinned = replace(critical, variant='base')
+    engine.apply(pinned)
+    assert {r['variant'] for r in run(engine, frames, np.zeros(10))} == {'base'}
+    for bad, reason in ((replace(pinned, backend='gpu'), 'backend'),
+                        (replace(pinned, variant='huge'), 'huge'),
+                        (replace(pinned, thresholds=(0.1,)), 'early exits'),
+                        (replace(pinned, policy='max_softmax', thresholds=(2.0, 0.5)), 'outside'),
+                        (replace(pinned, mode='turbo'), 'turbo')):
+        assert reason in engine.check(bad)
+    assert engine.settings == pinned
