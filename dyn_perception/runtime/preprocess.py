@@ -10,14 +10,11 @@ from __future__ import annotations
 from dyn_perception.runtime.artifacts import InputSpec, TensorSpec
 import numpy as np
 
-# ITU-R BT.601 luma weights, what OpenCV's RGB2GRAY uses.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
 def rgb_to_grey(image: np.ndarray) -> np.ndarray:
     """Convert RGB uint8 H x W x 3 to grey H x W x 1 with the BT.601 luma weights."""
-    grey = np.asarray(image, dtype=np.float32) @ _LUMA
-    return grey.round().clip(0, 255).astype(np.uint8)[..., None]
+    import cv2  # its SIMD conversion is ~10x NumPy's on a camera frame
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return grey.reshape(image.shape[0], image.shape[1], 1)
 
 
 def center_crop(frame: np.ndarray, aspect: float, height: int = 0) -> np.ndarray:
@@ -41,21 +38,21 @@ def fit_frame(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
         frame = frame[..., None]
     if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
         raise ValueError(f'frame must be H x W x 1/3/4, got shape {frame.shape}')
-    # Crop and shrink before converting colours: a camera frame has 10^5 more pixels. The
-    # crop also trims the frame to a whole multiple of the network size, where OpenCV's area
-    # interpolation takes its fast path (non-integer factors cost it 4-10x more).
+    # Crop, go grey, then shrink: each step leaves less for the next. The crop also trims the
+    # frame to a whole multiple of the network size, where OpenCV's area interpolation takes
+    # its fast path (non-integer factors cost it 4-10x more).
     frame = center_crop(frame[..., :3], spec.width / spec.height)
     factor = min(frame.shape[0] // spec.height, frame.shape[1] // spec.width)
     if factor > 1:
         frame = center_crop(frame, spec.width / spec.height, factor * spec.height)
+    if frame.shape[2] == 3 and spec.channels == 1:
+        frame = rgb_to_grey(frame)
     if frame.shape[:2] != (spec.height, spec.width):
         import cv2  # resizing only; kept lazy so that callers with fitted frames need no OpenCV
         resized = cv2.resize(np.ascontiguousarray(frame), (spec.width, spec.height),
                              interpolation=cv2.INTER_AREA)
         frame = resized.reshape(spec.height, spec.width, frame.shape[2])
-    if frame.shape[2] == 3 and spec.channels == 1:
-        frame = rgb_to_grey(frame)
-    elif frame.shape[2] == 1 and spec.channels == 3:
+    if frame.shape[2] == 1 and spec.channels == 3:
         frame = np.repeat(frame, 3, axis=2)
     return frame
 

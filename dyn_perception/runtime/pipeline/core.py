@@ -11,7 +11,8 @@ The pipeline API: segments of one model on several devices, frames in, results o
     print(pipeline.stats())
 
 Devices that all run in virtual time (simulated TPUs) are simulated event by event in the
-caller's thread; otherwise every device gets a worker thread and time is real. Placement is
+caller's thread; a single wall-clock device runs each frame inside ``submit``; otherwise every
+device gets a worker thread and time is real. Placement is
 'balanced' (expected load from the profile's exit rates, replicas allowed), 'pipeline'
 (balanced, one device per stage) or 'equal_parameter' (the edgetpu_compiler baseline), or an
 explicit :class:`Placement`; it is recomputed on every mode change and device failure.
@@ -29,7 +30,9 @@ from dyn_perception.runtime.artifacts import (
 from dyn_perception.runtime.devices.base import Device, segment_refs
 from dyn_perception.runtime.exits import get_policy
 from dyn_perception.runtime.pipeline.engine import Config, Engine, PipelineError
-from dyn_perception.runtime.pipeline.executors import ThreadedExecutor, VirtualExecutor
+from dyn_perception.runtime.pipeline.executors import (
+    InlineExecutor, ThreadedExecutor, VirtualExecutor
+)
 from dyn_perception.runtime.pipeline.placement import (
     balanced_placement, equal_parameter_placement, expected_exit_rates, Placement,
     reach_probabilities
@@ -70,12 +73,14 @@ class Pipeline:
         self._engine = Engine(self.devices, config, manifest.input, self._plan, queue_capacity,
                               admission, num_devices or len(self.devices))
         virtual = self.devices[0].virtual
-        self._executor = VirtualExecutor(self._engine) if virtual else \
-            ThreadedExecutor(self._engine)
+        inline = not virtual and len(self.devices) == 1
+        self._executor = (VirtualExecutor(self._engine) if virtual else
+                          InlineExecutor(self._engine) if inline else
+                          ThreadedExecutor(self._engine))
         self._delivered = 0
         self._closing = False
         self._delivery = None
-        if on_result is not None and not virtual:
+        if on_result is not None and not (virtual or inline):
             self._delivery = threading.Thread(target=self._deliver_forever, daemon=True,
                                               name='pipeline-results')
             self._delivery.start()
@@ -230,7 +235,7 @@ class Pipeline:
         return self.poll()
 
     def _deliver_here(self) -> None:
-        """Virtual time: hand released results to ``on_result`` in the caller's thread."""
+        """Virtual time or one device: hand results to ``on_result`` in the caller's thread."""
         if self._on_result is None or self._delivery is not None:
             return
         with self._executor.lock:
