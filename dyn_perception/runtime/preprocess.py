@@ -10,6 +10,7 @@ from __future__ import annotations
 from dyn_perception.runtime.artifacts import InputSpec, TensorSpec
 import numpy as np
 
+
 def rgb_to_grey(image: np.ndarray) -> np.ndarray:
     """Convert RGB uint8 H x W x 3 to grey H x W x 1 with the BT.601 luma weights."""
     import cv2  # its SIMD conversion is ~10x NumPy's on a camera frame
