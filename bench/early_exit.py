@@ -102,8 +102,11 @@ def main() -> int:
     parser.add_argument('--json', help='write results here')
     parser.add_argument('--frames', type=int, default=0, help='test frames (0: all)')
     parser.add_argument('--mode', default='balanced', help='mode whose thresholds to use')
+    parser.add_argument('--extra', nargs='*', default=[],
+                        help='more model directories to measure alongside (table and JSON)')
     args = parser.parse_args()
-    results = {key: measure(model, args.mode, args.frames) for key, model in MODELS}
+    models = [*MODELS, *((str(path), str(path)) for path in args.extra)]
+    results = {key: measure(model, args.mode, args.frames) for key, model in models}
     rows = []
     for key, r in results.items():
         rows.append([r['model'], 'no exits', r['no_exit_accuracy'], r['no_exit_macs'] / 1e6,
