@@ -23,21 +23,19 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dyn_perception.runtime.artifacts import ArtifactError, load_manifest  # noqa: E402
-from dyn_perception.runtime.artifacts import Manifest, OperatingPoint  # noqa: E402
-from dyn_perception.runtime.artifacts import Variant, write_yaml  # noqa: E402
-from dyn_perception.runtime.chain import SegmentChain  # noqa: E402
-from dyn_perception.runtime.datasets import DatasetError, load_dataset  # noqa: E402
-from dyn_perception.runtime.devices import calibrated_timing, calibration_table  # noqa: E402
-from dyn_perception.runtime.devices import LiteRTCpuDevice, SimulatedEdgeTPU  # noqa: E402
-from dyn_perception.runtime.exits import exit_index, get_policy  # noqa: E402
-from dyn_perception.runtime.pipeline import Pipeline, reach_probabilities  # noqa: E402
-import numpy as np  # noqa: E402
-from report import format_table, write_json  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from _paths import ROOT
+from dyn_perception.runtime.artifacts import (
+    ArtifactError, load_manifest, Manifest, OperatingPoint, Variant, write_yaml
+)
+from dyn_perception.runtime.chain import SegmentChain
+from dyn_perception.runtime.datasets import DatasetError, load_dataset
+from dyn_perception.runtime.devices import (
+    calibrated_timing, calibration_table, LiteRTCpuDevice, SimulatedEdgeTPU
+)
+from dyn_perception.runtime.exits import exit_index, get_policy
+from dyn_perception.runtime.pipeline import Pipeline, reach_probabilities
+import numpy as np
+from report import format_table, write_json
 LARGE_CACHE = ROOT / 'out' / 'bench_models'
 # MobileNetV2 at 224 x 224 x 3, width 2.0, 1000 classes: about 11.6 MB of int8 parameters,
 # more than one Edge TPU's 8 MB cache.

@@ -344,11 +344,12 @@ def test_operator_table_picks_the_named_model():
 
 
 def test_instructions_give_install_and_one_command_per_segment(tmp_path):
-    paths = [tmp_path / 'v0' / 'segment0.tflite', tmp_path / 'v1' / 'segment0b.tflite']
-    text = compile_instructions(paths)
+    paths = [tmp_path / 'v0' / 'segment0.tflite', tmp_path / 'v1' / 'segment0.tflite']
+    text = compile_instructions(paths, tmp_path)
     assert 'not on PATH' in text
     assert 'sudo apt-get install edgetpu-compiler' in text
     assert 'coral-edgetpu-stable main' in text
     lines = [line.strip() for line in text.splitlines()]
-    assert 'edgetpu_compiler -s -o edgetpu v0/segment0.tflite' in lines
-    assert 'edgetpu_compiler -s -o edgetpu v1/segment0b.tflite' in lines
+    # the same file name in two variants: two output folders, nothing overwritten
+    assert 'edgetpu_compiler -s -o edgetpu/v0 v0/segment0.tflite' in lines
+    assert 'edgetpu_compiler -s -o edgetpu/v1 v1/segment0.tflite' in lines

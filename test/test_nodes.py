@@ -50,9 +50,22 @@ class Harness(Node):
         self.frames = [(letterbox(test.images[i], 160, 120), int(test.labels[i]))
                        for i in range(64)]
         self.sent = 0
+        self.answered = lambda: len(self.results)
 
-    def send(self, count: int, msg_factory=None) -> None:
+    def connected(self) -> bool:
+        """Discovery is done: every topic the tests use is matched both ways."""
+        return (all(p.get_subscription_count() > 0 for p in (self.images, self.truth, self.modes))
+                and self.count_publishers('perception/result') > 0)
+
+    def send(self, count: int, msg_factory=None, in_flight: int = 2) -> None:
+        """
+        Publish frames, keeping at most `in_flight` unanswered.
+
+        The image subscription is best-effort with a short history (a live camera), so a
+        harness that outpaces a slow machine would lose frames in DDS, not in the node.
+        """
         for _ in range(count):
+            wait_for(lambda: self.answered() >= self.sent - in_flight)
             image, label = self.frames[self.sent % len(self.frames)]
             msg = msg_factory(image) if msg_factory else rgb_to_image(image)
             msg.header.stamp = self.get_clock().now().to_msg()
@@ -61,7 +74,6 @@ class Harness(Node):
                  'class_id': label})))
             self.images.publish(msg)
             self.sent += 1
-            time.sleep(0.01)
 
     def set_parameters(self, node: str, **values) -> list:
         """Call <node>/set_parameters, as `ros2 param set` does."""
@@ -79,8 +91,8 @@ class Harness(Node):
 def wait_for(condition, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, 'timed out'
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, f'timed out after {timeout} s'
+        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -92,12 +104,13 @@ def graph():
             Parameter('mode', value='performance'), Parameter('queue_capacity', value=64),
             Parameter('diagnostics_period_s', value=0.2)])
         harness = Harness()
+        harness.answered = lambda: len(harness.results) + sum(perception.malformed.values())
         executor = MultiThreadedExecutor()
         executor.add_node(perception)
         executor.add_node(harness)
         thread = threading.Thread(target=executor.spin, daemon=True)
         thread.start()
-        time.sleep(0.5)  # discovery
+        wait_for(harness.connected)
         try:
             yield perception, harness
         finally:
@@ -118,8 +131,12 @@ def test_images_in_results_and_diagnostics_out(graph):
         assert r['label'] == perception.engine.manifest.labels[r['class_id']]
         assert 0 <= r['exit'] < r['exits'] == 3 and 0 < r['score'] <= 1
         assert r['latency_ms'] > 0 and r['energy_j'] > 0 and r['mode'] == 'performance'
-    labelled = [r for r in records if r['correct'] is not None]
-    assert len(labelled) >= 35, 'ground truth travels with the replay'
+    # Frames wait for their labels only once labels flow (a camera has none): the first few
+    # may pass unlabelled while the reliable label topic finishes matching, none after.
+    first = next(i for i, r in enumerate(records) if r['correct'] is not None)
+    labelled = records[first:]
+    assert first <= 10 and all(r['correct'] is not None for r in labelled), \
+        'ground truth travels with the replay'
     assert sum(r['correct'] for r in labelled) / len(labelled) > 0.8
     wait_for(lambda: any(kv.key == 'completed' and int(kv.value) >= 40
                          for m in harness.diagnostics for kv in m.status[0].values))

@@ -261,7 +261,7 @@ def _compile_or_explain(staging: Path, variants: list[Variant]) -> tuple[list[Va
     compiler = edgetpu.compiler_available()
     if compiler is None:
         return variants, {'compiled': False,
-                          'how_to_compile': edgetpu.compile_instructions(files)}
+                          'how_to_compile': edgetpu.compile_instructions(files, staging)}
     updated = []
     for variant in variants:
         sources = [staging / s.file for s in variant.segments]

@@ -4,6 +4,7 @@ Command line: ``dyn-perception-train`` or ``python -m dyn_perception.training``.
 train  --config C [--checkpoint P]       train (resumes from P when it exists)
 build  --checkpoint P --out models/NAME   export, verify, profile and plot
 all    --config C --out models/NAME       both; the command recorded beside shipped models
+prune  --config P                         pruned variants of a trained network (PruneConfig)
 """
 
 from __future__ import annotations
@@ -86,6 +87,19 @@ def cmd_all(args: argparse.Namespace) -> None:
     cmd_build(args, checkpoint)
 
 
+def cmd_prune(args: argparse.Namespace) -> None:
+    from dyn_perception.training.pruning import PruneConfig, run_pruning
+    config = PruneConfig.from_yaml(args.config)
+    command = ['python', '-m', 'dyn_perception.training', *sys.argv[1:]]
+    built = run_pruning(config, ' '.join(shlex.quote(a) for a in command))
+    for out, manifest in built.items():
+        print(f'wrote {out}')
+        for variant in manifest.variants:
+            accuracy = variant.accuracy.get('int8_no_exit', [float('nan')])[0]
+            print(f'  {variant.name}: {variant.no_exit.macs / 1e6:.2f} M MACs without exits, '
+                  f'int8 test accuracy without exits {accuracy:.4f}')
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='dyn-perception-train', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
     both = sub.add_parser('all', help='train, then build')
     training_options(both)
     build_options(both)
+    prune = sub.add_parser('prune', help='pruned variants of a trained network, built')
+    prune.add_argument('--config', required=True, help='pruning config YAML (PruneConfig)')
     return p
 
 
@@ -122,7 +138,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from dyn_perception.training.export import ExportError
     from dyn_perception.training.train import CheckpointError
     try:
-        {'train': cmd_train, 'build': cmd_build, 'all': cmd_all}[args.command](args)
+        {'train': cmd_train, 'build': cmd_build, 'all': cmd_all,
+         'prune': cmd_prune}[args.command](args)
     except (ValueError, DatasetError, CheckpointError, ExportError, ArtifactError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

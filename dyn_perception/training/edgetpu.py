@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-import os
 from pathlib import Path
 import re
 import shlex
@@ -437,12 +436,17 @@ def compile_segments(groups: list[list[Path]], out_dir: Path,
     return compiled
 
 
-def compile_instructions(paths: list[Path]) -> str:
-    """How to compile ``paths`` on a machine that has the compiler, when this one has not."""
-    paths = [Path(p) for p in paths]
-    root = Path(os.path.commonpath([p.parent for p in paths])) if paths else Path('.')
-    commands = [shlex.join(_command(COMPILER, [p.relative_to(root)], Path('edgetpu')))
-                for p in paths]
+def compile_instructions(paths: list[Path], model_dir: Path) -> str:
+    """
+    How to compile ``paths`` on a machine that has the compiler, when this one has not.
+
+    The commands run in ``model_dir`` and write into ``edgetpu/<variant>/``, where the build
+    puts what it compiles itself (segment file names repeat across variants).
+    """
+    model_dir = Path(model_dir)
+    relative = [Path(p).relative_to(model_dir) for p in paths]
+    commands = [shlex.join(_command(COMPILER, [p], Path('edgetpu') / p.parent))
+                for p in relative]
     return '\n'.join([
         f'{COMPILER} is not on PATH here, so no Edge TPU models were compiled; the Edge TPU '
         'readiness report is the static check of the op table.',
@@ -452,7 +456,7 @@ def compile_instructions(paths: list[Path]) -> str:
         *(f'  {line}' for line in commands),
         'Segments that will share one TPU go into a single invocation (co-compilation), so '
         'they share its parameter cache. The compiler writes <name>_edgetpu.tflite and '
-        '<name>_edgetpu.log (the op mapping) into edgetpu/.',
+        '<name>_edgetpu.log (the op mapping) into edgetpu/<variant>/.',
     ])
 
 

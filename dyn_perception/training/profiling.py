@@ -61,13 +61,19 @@ class ExitEvaluation:
     (final exit right, early exit wrong = 1; the reverse = -1), and the bound adds
     ``confidence_z`` standard errors (1.645: one-sided 95%). Without it, thresholds tuned to
     spend the whole budget on the validation split overspend it on unseen frames.
+
+    ``reference`` (per-frame correctness, default this network's final exit) is what the loss
+    is paired against: a pruned variant's exits are judged against the unpruned network.
     """
 
     def __init__(self, logits: Sequence[np.ndarray], labels: np.ndarray, policy: ExitPolicy,
-                 cumulative_macs: Sequence[int], confidence_z: float = 1.645):
+                 cumulative_macs: Sequence[int], confidence_z: float = 1.645,
+                 reference: Optional[np.ndarray] = None):
         self.policy = policy
         self.scores = [policy.score(z) for z in logits]
         self.correct = np.stack([z.argmax(1) == labels for z in logits]).astype(np.int8)
+        self.reference = (self.correct[-1] if reference is None
+                          else np.asarray(reference, dtype=np.int8))
         self.cumulative_macs = np.asarray(cumulative_macs, dtype=np.float64)
         self.num_classes = logits[0].shape[1]
         self.confidence_z = confidence_z
@@ -83,7 +89,7 @@ class ExitEvaluation:
         taken = exit_index(self.scores, self.policy, thresholds)
         n = len(taken)
         correct = self.correct[taken, np.arange(n)]
-        difference = self.correct[-1] - correct
+        difference = self.reference - correct
         loss_bound = difference.mean() + self.confidence_z * difference.std() / np.sqrt(n)
         rates = np.bincount(taken, minlength=len(self.scores)) / n
         point = OperatingPoint(tuple(None if t is None else float(t) for t in thresholds),

@@ -188,10 +188,18 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def model_from_checkpoint(state: dict, dataset: Optional[Dataset] = None) -> EarlyExitNet:
-    """Rebuild the network a checkpoint describes and load its weights."""
+    """
+    Rebuild the network a checkpoint describes and load its weights.
+
+    A pruned network is rebuilt by replaying its recorded pruning history on the full
+    architecture (the same dependency graph surgery that pruned it), then loading weights.
+    """
     config = TrainConfig.from_dict(state['config'])
     shape = tuple(state.get('input_shape') or dataset.image_shape)
     model = build_network(config.arch, len(state['labels']), shape, **config.arch_options)
+    if state.get('pruning'):
+        from dyn_perception.training.pruning.surgery import apply_history
+        apply_history(model, state['pruning']['history'])
     try:
         model.load_state_dict(state['model'])
     except RuntimeError as err:
@@ -281,8 +289,14 @@ def train(config: TrainConfig, checkpoint: Optional[Path] = None, resume: bool =
 
 
 def checkpoint_state(config: TrainConfig, model: EarlyExitNet, dataset: Dataset, history: list,
-                     epoch: int, step: int, optimizer: Any = None, scheduler: Any = None) -> dict:
-    """Everything needed to resume training or to export the model without the data set."""
+                     epoch: int, step: int, optimizer: Any = None, scheduler: Any = None,
+                     pruning: Optional[dict] = None) -> dict:
+    """
+    Everything needed to resume training or to export the model without the data set.
+
+    ``pruning`` (with the Torch-Pruning ``history`` that made a pruned network) lets
+    :func:`model_from_checkpoint` rebuild the pruned shapes.
+    """
     return {
         'config': asdict(config), 'model': model.state_dict(), 'labels': list(dataset.labels),
         'mean': list(dataset.mean), 'std': list(dataset.std),
@@ -290,4 +304,5 @@ def checkpoint_state(config: TrainConfig, model: EarlyExitNet, dataset: Dataset,
         'history': history, 'epoch': epoch, 'step': step,
         'optimizer': optimizer.state_dict() if optimizer else None,
         'scheduler': scheduler.state_dict() if scheduler else None,
+        'pruning': pruning,
     }
