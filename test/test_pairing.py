@@ -34,3 +34,13 @@ def test_without_labels_frames_pass_straight_through():
     out, pairing = collect()
     pairing.add_frame(1, 'a', now=10.0)
     assert out == [('a', None)]
+
+
+def test_a_known_label_source_holds_frames_before_the_first_label():
+    out = []
+    pairing = StampPairing(lambda frame, key, label: out.append((frame, label)), wait_s=0.1,
+                           labels_expected=lambda: True)
+    pairing.add_frame(1, 'a', now=0.0)
+    assert out == []
+    pairing.add_label(1, 4, now=0.05)
+    assert out == [('a', 4)]

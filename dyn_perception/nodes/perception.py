@@ -63,12 +63,13 @@ class Perception(Node):
         self.malformed = Counter()
         self.engine = PerceptionEngine(self._settings(self.params.values()), self._publish,
                                        keep_images=True)
-        # A replay's label may trail its image by a scheduling delay on a busy host; while
-        # labels flow, an image waits up to half a second for its own.
-        self.pairing = StampPairing(
-            lambda image, stamp, label: self.engine.submit(image, stamp, label), wait_s=0.5)
         self.create_subscription(Image, 'image_raw', self._on_image, qos_profile_sensor_data)
-        self.create_subscription(String, 'image_raw/ground_truth', self._on_truth, 50)
+        truth = self.create_subscription(String, 'image_raw/ground_truth', self._on_truth, 50)
+        # A replay's label may trail its image by a scheduling delay on a busy host; while
+        # labels flow or a label publisher exists, an image waits up to half a second for it.
+        self.pairing = StampPairing(
+            lambda image, stamp, label: self.engine.submit(image, stamp, label), wait_s=0.5,
+            labels_expected=lambda: truth.get_publisher_count() > 0)
         self.create_subscription(String, 'energy_mode', self._on_energy_mode, 10)
         self.create_timer(self.params.value('diagnostics_period_s'), self._publish_diagnostics)
         self.create_timer(0.02, lambda: self.pairing.release(time.monotonic()))

@@ -4,7 +4,8 @@ Pair camera frames with their ground truth by stamp, in arrival order.
 A labelled replay publishes the true class on its own topic; the two messages may arrive in
 either order. This is message_filters' exact-time policy (not installable here): a frame
 waits at most ``wait_s`` for its label while labels are flowing, and frames leave in the
-order they came, labelled or not.
+order they came, labelled or not. ``labels_expected`` (for a node: does any publisher of the
+label topic exist?) makes frames wait from the very first one, before any label has come.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ class StampPairing:
     """Release ``(frame, label or None)`` pairs to ``on_pair`` in frame arrival order."""
 
     def __init__(self, on_pair: Callable[[Any, Hashable, Optional[int]], None],
-                 wait_s: float = 0.1, labels_kept: int = 256, quiet_s: float = 1.0):
+                 wait_s: float = 0.1, labels_kept: int = 256, quiet_s: float = 1.0,
+                 labels_expected: Callable[[], bool] = lambda: False):
         self.on_pair = on_pair
+        self.labels_expected = labels_expected
         self.wait_s, self.quiet_s = wait_s, quiet_s
         self.waiting: deque[_Waiting] = deque()
         self.labels: OrderedDict = OrderedDict()
@@ -48,8 +51,9 @@ class StampPairing:
 
     def add_frame(self, key: Hashable, frame: Any, now: float) -> None:
         label = self.labels.pop(key, None)
-        labels_flowing = now - self.last_label_at <= self.quiet_s
-        deadline = now + self.wait_s if labels_flowing and label is None else now
+        waits = label is None and (now - self.last_label_at <= self.quiet_s
+                                   or self.labels_expected())
+        deadline = now + self.wait_s if waits else now
         self.waiting.append(_Waiting(key, frame, deadline, label))
         self.release(now)
 

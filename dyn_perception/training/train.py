@@ -73,11 +73,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> 'TrainConfig':
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f'unknown training options {unknown}; known: {sorted(known)}')
+        refuse_unknown_keys(cls, data, 'training options')
         return cls(**data)
+
+
+def refuse_unknown_keys(config_class: type, data: dict, what: str) -> None:
+    """Raise ValueError naming the keys of ``data`` that ``config_class`` has no field for."""
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f'unknown {what} {unknown}; known: {sorted(known)}')
 
 
 @dataclass

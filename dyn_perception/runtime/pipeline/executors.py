@@ -100,15 +100,13 @@ class VirtualExecutor:
         """Nothing runs in the background in virtual time."""
 
 
-class InlineExecutor:
-    """One wall-clock device; each frame runs to completion inside ``submit``."""
+class _WallClockExecutor:
+    """What the inline and threaded executors share: wall-clock time, admission, the lock."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, lock: threading.Condition):
         self.engine = engine
-        self.lock = threading.Condition(threading.RLock())
+        self.lock = lock
         self._t0 = time.perf_counter()
-        with self.lock:
-            self._run()
 
     @property
     def now(self) -> float:
@@ -119,9 +117,28 @@ class InlineExecutor:
             raise ValueError('at= sets a virtual arrival time; these devices run in wall time')
         with self.lock:
             job.submitted_s = self.now
-            if not self.engine.admit(job, self.now):
-                raise PipelineError('input queue full although no frame is running')
+            self._admit(job)
+            self.kick()
+
+    def _admit(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def kick(self) -> None:
+        """Start whatever a new frame or a configuration change made possible (lock held)."""
+        raise NotImplementedError
+
+
+class InlineExecutor(_WallClockExecutor):
+    """One wall-clock device; each frame runs to completion inside ``submit``."""
+
+    def __init__(self, engine: Engine):
+        super().__init__(engine, threading.Condition(threading.RLock()))
+        with self.lock:
             self._run()
+
+    def _admit(self, job: Job) -> None:
+        if not self.engine.admit(job, self.now):
+            raise PipelineError('input queue full although no frame is running')
 
     def _run(self) -> None:
         """Run every task the engine hands out until it has none (lock held)."""
@@ -146,20 +163,17 @@ class InlineExecutor:
                 raise PipelineError('frames remain but no device is working')
 
     def kick(self) -> None:
-        """Start whatever a configuration change made possible (lock held)."""
         self._run()
 
     def close(self) -> None:
         """Nothing runs in the background."""
 
 
-class ThreadedExecutor:
+class ThreadedExecutor(_WallClockExecutor):
     """One worker thread per device, wall-clock time (see the module docstring)."""
 
     def __init__(self, engine: Engine):
-        self.engine = engine
-        self.lock = threading.Condition()
-        self._t0 = time.perf_counter()
+        super().__init__(engine, threading.Condition())
         self._mail: list = [None] * len(engine.devices)
         self._stopping = False
         self._workers = [threading.Thread(target=self._work, args=(i,), daemon=True,
@@ -170,18 +184,9 @@ class ThreadedExecutor:
         with self.lock:
             self._dispatch()
 
-    @property
-    def now(self) -> float:
-        return time.perf_counter() - self._t0
-
-    def submit(self, job: Job, at: Optional[float]) -> None:
-        if at is not None:
-            raise ValueError('at= sets a virtual arrival time; these devices run in wall time')
-        with self.lock:
-            job.submitted_s = self.now
-            while not self.engine.admit(job, self.now):
-                self.lock.wait()
-            self._dispatch()
+    def _admit(self, job: Job) -> None:
+        while not self.engine.admit(job, self.now):
+            self.lock.wait()
 
     def drain(self, timeout: Optional[float] = None) -> None:
         """Wait until every submitted frame has its result."""
@@ -195,7 +200,6 @@ class ThreadedExecutor:
         self.lock.notify_all()
 
     def kick(self) -> None:
-        """Start whatever a configuration change made possible (lock held)."""
         self._dispatch()
 
     def _work(self, i: int) -> None:

@@ -9,12 +9,12 @@ overrides of the base training config) and which model directories carry which v
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from dyn_perception.training.pruning.criteria import Criterion, get_criterion
-from dyn_perception.training.train import TrainConfig
+from dyn_perception.training.train import refuse_unknown_keys, TrainConfig
 import yaml
 
 # BuildOptions fields a recipe may set (the rest, such as the modes, come from their files).
@@ -111,10 +111,7 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> 'PruneConfig':
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f'unknown pruning options {unknown}; known: {sorted(known)}')
+        refuse_unknown_keys(cls, data, 'pruning options')
         missing = sorted({'base_config', 'criteria', 'ratios', 'outputs'} - set(data))
         if missing:
             raise ValueError(f'pruning configuration lacks {missing}')
