@@ -13,6 +13,7 @@ publishing. Drops are frames published without a result.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from dyn_perception.runtime.datasets import load_dataset
 from dyn_perception.runtime.frames import letterbox
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from report import format_table, write_json
@@ -97,7 +98,7 @@ def stamp_ns(stamp) -> int:
 
 def run(fps: float, seconds: float, two_processes: bool) -> dict:
     """Drive ``fps`` frames for ``seconds``; perception in this process or a second one."""
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = SingleThreadedExecutor()
     driver = Driver()
     executor.add_node(driver)
     nodes, children = [driver], []
@@ -145,9 +146,17 @@ def run(fps: float, seconds: float, two_processes: bool) -> dict:
         for node in nodes:
             node.destroy_node()
         for child in children:
-            child.terminate()
-            child.wait(timeout=10)
+            child.send_signal(signal.SIGINT)  # what ros2 launch sends first
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
         thread.join(timeout=5)
+    if not driver.floor_ms or not driver.added_ms:
+        raise RuntimeError(f'{fps:.0f} fps, {"two processes" if two_processes else "one"}: '
+                           f'{len(driver.floor_ms)} probe and {len(driver.added_ms)} result '
+                           'messages arrived; nothing to measure (discovery failed?)')
     floor = float(np.median(driver.floor_ms))
     added = np.asarray(driver.added_ms)
     return {

@@ -113,11 +113,17 @@ def make_node(spec: NodeSpec):
 
 
 def run_in_process(graph: Graph, duration: Optional[float] = None) -> None:
-    """Spin every node of the graph on one multi-threaded executor."""
+    """
+    Spin every node of the graph on one single-threaded executor.
+
+    Every callback is short (inference runs inline, about a millisecond), and rclpy's
+    multi-threaded executor measured 10-40 ms from publish to callback for a 640x480 image
+    here against 2-3 ms single-threaded (bench/ros_overhead.py).
+    """
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     with rclpy.init():
-        executor = MultiThreadedExecutor()
+        executor = SingleThreadedExecutor()
         nodes = [make_node(spec) for spec in graph.nodes]
         for node in nodes:
             executor.add_node(node)

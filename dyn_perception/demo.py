@@ -21,7 +21,7 @@ from typing import Optional
 from dyn_perception.bringup import load_graph, make_node
 from dyn_perception.runtime.modes import load_modes
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState
 from std_msgs.msg import String
@@ -139,7 +139,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument('--duration', type=float, default=60.0, help='seconds to run')
     parser.add_argument('--backend', default='sim-edgetpu')
     parser.add_argument('--plot', default='out/demo.png', help='where to write the plot')
-    parser.add_argument('--battery-wh', type=float, default=0.008,
+    parser.add_argument('--battery-wh', type=float, default=0.005,
                         help='simulated battery capacity (small: it runs down in a minute)')
     args = parser.parse_args(argv)
     graph = load_graph(values={'backend': args.backend, 'policy': 'auto'})
@@ -151,7 +151,7 @@ def main(argv: Optional[list] = None) -> int:
     modes = [m.name for m in load_modes()]
     timeline = Timeline()
     with rclpy.init():
-        executor = MultiThreadedExecutor()
+        executor = SingleThreadedExecutor()  # see bringup.run_in_process
         nodes = [make_node(spec) for spec in graph.nodes] + [DemoMonitor(timeline)]
         for node in nodes:
             executor.add_node(node)

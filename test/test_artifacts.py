@@ -2,9 +2,10 @@
 """Manifest and profile validation: every error names the file and the key."""
 
 import copy
+from pathlib import Path
 
 from dyn_perception.runtime.artifacts import (
-    ArtifactError, atomic_write_text, load_manifest, replace_directory, write_yaml
+    ArtifactError, atomic_write_text, load_manifest, load_profile, replace_directory, write_yaml
 )
 import pytest
 
@@ -91,3 +92,18 @@ def test_atomic_writes_leave_no_partial_files(tmp_path):
     replace_directory(staging, target)
     assert (target / 'x').read_text() == 'new'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a.yaml', 'model']
+
+
+SHIPPED = sorted(p.parent for p in (Path(__file__).parents[1] / 'models').glob('*/manifest.yaml'))
+
+
+@pytest.mark.parametrize('model', SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_model_loads_and_records_how_it_was_made(model):
+    manifest, profile = load_manifest(model), load_profile(model)
+    assert manifest.name == model.name
+    assert manifest.provenance['command'].startswith('python -m dyn_perception.training')
+    assert 'seed' in manifest.provenance
+    for variant in manifest.variants:
+        assert profile.variant(variant.name).segments, variant.name
+        for segment in variant.segments:
+            assert manifest.path(segment.file).stat().st_size > 0

@@ -111,7 +111,8 @@ def network_for(config: TrainConfig, dataset: Dataset) -> EarlyExitNet:
 
 def to_tensor(images: np.ndarray, mean: tuple, std: tuple) -> torch.Tensor:
     """uint8 NHWC to normalised float NCHW, the layout the torch model trains in."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    # A copy: the data sets are read-only arrays, which torch will not wrap.
+    x = torch.tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
     mean_t = torch.tensor(mean).view(1, -1, 1, 1)
     std_t = torch.tensor(std).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
