@@ -7,7 +7,7 @@ rclpy publish-to-callback latency of the same image measured in the same run (th
 floor). The difference is what the node costs: conversion, preprocessing, queueing, result
 publishing. Drops are frames published without a result.
 
-    python bench/ros_overhead.py [--json OUT] [--seconds 10]
+    python bench/ros_overhead.py [--json OUT] [--seconds 10] [--image-reliability reliable]
 """
 
 import argparse
@@ -22,13 +22,13 @@ from typing import Callable, Optional
 
 import _paths  # noqa: F401 - puts the repository root on sys.path
 from dyn_perception.nodes.conversions import rgb_to_image
+from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY
 from dyn_perception.runtime.datasets import load_dataset
 from dyn_perception.runtime.frames import letterbox
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from report import format_table, write_json
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -50,13 +50,13 @@ class Probe(Node):
     (``--probe``) they are reported on ``bench/floor``.
     """
 
-    def __init__(self, sink: Optional[Callable[[float], None]] = None):
+    def __init__(self, reliability: str, sink: Optional[Callable[[float], None]] = None):
         super().__init__('bench_probe')
         if sink is None:
             report = self.create_publisher(String, 'bench/floor', 200)
             sink = (lambda ms: report.publish(String(data=repr(ms))))
         self.sink = sink
-        self.create_subscription(Image, 'image_raw', self._on_image, qos_profile_sensor_data)
+        self.create_subscription(Image, 'image_raw', self._on_image, image_qos(reliability))
 
     def _on_image(self, msg: Image) -> None:
         self.sink((now_ns(self) - stamp_ns(msg.header.stamp)) / 1e6)
@@ -65,9 +65,9 @@ class Probe(Node):
 class Driver(Node):
     """Publishes camera frames; records result latency and the probe's transport floor."""
 
-    def __init__(self):
+    def __init__(self, reliability: str):
         super().__init__('bench_driver')
-        self.publisher = self.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
+        self.publisher = self.create_publisher(Image, 'image_raw', image_qos(reliability))
         self.floor_ms, self.added_ms, self.inference_ms = [], [], []
         self.results = 0
         self.create_subscription(String, 'bench/floor',
@@ -96,27 +96,29 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 10**9 + stamp.nanosec
 
 
-def run(fps: float, seconds: float, two_processes: bool) -> dict:
+def run(fps: float, seconds: float, two_processes: bool, reliability: str) -> dict:
     """Drive ``fps`` frames for ``seconds``; perception in this process or a second one."""
     executor = SingleThreadedExecutor()
-    driver = Driver()
+    driver = Driver(reliability)
     executor.add_node(driver)
     nodes, children = [driver], []
     if two_processes:
-        for command in (['-m', 'dyn_perception.nodes.perception', *PERCEPTION_ARGS],
-                        [__file__, '--probe']):
+        for command in (['-m', 'dyn_perception.nodes.perception', *PERCEPTION_ARGS,
+                         '-p', f'image_reliability:={reliability}'],
+                        [__file__, '--probe', '--image-reliability', reliability]):
             children.append(subprocess.Popen([sys.executable, *command], env=os.environ.copy(),
                                              stdout=subprocess.DEVNULL,
                                              stderr=subprocess.DEVNULL))
     else:
-        probe = Probe(sink=lambda ms: driver.floor_ms.append(ms))
+        probe = Probe(reliability, sink=lambda ms: driver.floor_ms.append(ms))
         executor.add_node(probe)
         nodes.append(probe)
         from dyn_perception.nodes.perception import Perception
         from rclpy.parameter import Parameter
         perception = Perception(parameter_overrides=[
             Parameter('backend', value='litert'), Parameter('num_tpus', value=1),
-            Parameter('follow_energy_mode', value=False), Parameter('mode', value='balanced')])
+            Parameter('follow_energy_mode', value=False), Parameter('mode', value='balanced'),
+            Parameter('image_reliability', value=reliability)])
         executor.add_node(perception)
         nodes.append(perception)
     thread = threading.Thread(target=executor.spin, daemon=True)
@@ -176,18 +178,20 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--json', help='write results here')
     parser.add_argument('--seconds', type=float, default=10.0, help='seconds per setting')
+    parser.add_argument('--image-reliability', default='best_effort', choices=IMAGE_RELIABILITY,
+                        help='image_raw QoS of every node (see dyn_perception/nodes/qos.py)')
     parser.add_argument('--probe', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     if args.probe:  # the second process of the two-process floor measurement
         with rclpy.init():
-            rclpy.spin(Probe())
+            rclpy.spin(Probe(args.image_reliability))
         return 0
     results = []
     with rclpy.init():
         for two in (False, True):
             for fps in (30.0, 60.0):
-                results.append(run(fps, args.seconds, two))
+                results.append(run(fps, args.seconds, two, args.image_reliability))
                 print(f'done: {fps:.0f} fps, {results[-1]["processes"]} process(es)',
                       flush=True)
     print(format_table(

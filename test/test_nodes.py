@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from dyn_perception.nodes.conversions import rgb_to_image
 from dyn_perception.nodes.energy_manager import EnergyManager
 from dyn_perception.nodes.perception import Perception
+from dyn_perception.nodes.qos import image_qos
 from dyn_perception.runtime.datasets import load_dataset
 from dyn_perception.runtime.frames import letterbox
 from dyn_perception.runtime.modes import load_modes
@@ -25,7 +26,6 @@ import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import BatteryState, Image
 from std_msgs.msg import String
 
@@ -35,7 +35,7 @@ class Harness(Node):
 
     def __init__(self):
         super().__init__('test_harness')
-        self.images = self.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
+        self.images = self.create_publisher(Image, 'image_raw', image_qos())
         self.truth = self.create_publisher(String, 'image_raw/ground_truth', 50)
         self.modes = self.create_publisher(String, 'energy_mode', 10)
         self.battery = self.create_publisher(BatteryState, 'battery_state', 10)
@@ -108,7 +108,9 @@ def graph():
         # Discovery done: every subscription on either side matched to its publisher (a
         # reliable reader that has not yet matched its writer receives the first samples late).
         wait_for(lambda: all(sub.get_publisher_count() > 0
-                             for node in (perception, harness) for sub in node.subscriptions))
+                             for node in (perception, harness) for sub in node.subscriptions)
+                 and all(pub.get_subscription_count() > 0
+                         for pub in (harness.images, harness.truth, harness.modes)))
         try:
             yield perception, harness
         finally:
@@ -149,6 +151,7 @@ def test_parameters_are_checked_like_ros2_param_set(graph):
     rejected = {
         'mode': 'turbo', 'backend': 'gpu', 'exit_policy': 'vibes', 'num_tpus': 99,
         'thresholds': [0.1, 0.2, 0.3], 'model': 'no_such_model',
+        'image_reliability': 'reliable',  # read-only: the subscription exists already
     }
     for name, value in rejected.items():
         result = harness.set_parameters('perception', **{name: value})[0]

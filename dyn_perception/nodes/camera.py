@@ -13,12 +13,12 @@ from typing import Optional
 
 from dyn_perception.nodes.conversions import rgb_to_image
 from dyn_perception.nodes.params import Param, ParameterSet
+from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY
 from dyn_perception.nodes.spin import spin_node
 from dyn_perception.runtime.artifacts import load_manifest
 from dyn_perception.runtime.datasets import DatasetError
 from dyn_perception.runtime.frames import open_source, SOURCES
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -33,6 +33,9 @@ PARAMS = (
     Param('loop', True, 'start over at the end of a file, folder or replay'),
     Param('seed', 0, 'replay order', low=0, high=2**31 - 1),
     Param('frame_id', 'camera', 'header frame id'),
+    Param('image_reliability', 'best_effort',
+          'image_raw QoS: reliable across processes (see nodes/qos.py)',
+          choices=IMAGE_RELIABILITY, read_only=True),
 )
 # Changing these reopens the source.
 REOPEN = {'source', 'uri', 'model', 'width', 'height', 'loop', 'seed'}
@@ -43,7 +46,8 @@ class Camera(Node):
     def __init__(self, **kwargs):
         super().__init__('camera', **kwargs)
         self.params = ParameterSet(self, PARAMS, self._validate, self._apply)
-        self.image_pub = self.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
+        self.image_pub = self.create_publisher(
+            Image, 'image_raw', image_qos(self.params.value('image_reliability')))
         self.truth_pub = self.create_publisher(String, 'image_raw/ground_truth', 10)
         self.published = 0
         self.frames = self._open(self.params.values())

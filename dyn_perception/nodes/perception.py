@@ -16,6 +16,7 @@ from typing import Optional
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dyn_perception.nodes.conversions import image_to_rgb, rgb_to_image
 from dyn_perception.nodes.params import Param, ParameterSet
+from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY
 from dyn_perception.nodes.spin import spin_node
 from dyn_perception.runtime.devices.factory import BACKENDS
 from dyn_perception.runtime.exits import POLICIES
@@ -23,6 +24,7 @@ from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.overlay import annotate
 from dyn_perception.runtime.pairing import StampPairing
 from dyn_perception.runtime.perception import PerceptionEngine, PerceptionSettings
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -46,6 +48,9 @@ def parameters(modes: tuple) -> tuple:
         Param('queue_capacity', 4, 'frames waiting per stage before the oldest is dropped',
               low=1, high=256),
         Param('follow_energy_mode', True, 'take the mode from the energy_mode topic'),
+        Param('image_reliability', 'best_effort',
+              'image_raw QoS: reliable across processes (see nodes/qos.py)',
+              choices=IMAGE_RELIABILITY, read_only=True),
         Param('diagnostics_period_s', 1.0, 'seconds between /diagnostics messages',
               low=0.1, high=60.0),
     )
@@ -63,7 +68,9 @@ class Perception(Node):
         self.malformed = Counter()
         self.engine = PerceptionEngine(self._settings(self.params.values()), self._publish,
                                        keep_images=True)
-        self.create_subscription(Image, 'image_raw', self._on_image, qos_profile_sensor_data)
+        self.create_subscription(
+            Image, 'image_raw', self._on_image, image_qos(self.params.value('image_reliability')),
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
         truth = self.create_subscription(String, 'image_raw/ground_truth', self._on_truth, 50)
         # A replay's label may trail its image by a scheduling delay on a busy host; while
         # labels flow or a label publisher exists, an image waits up to half a second for it.
@@ -103,6 +110,12 @@ class Perception(Node):
             self.malformed['ground truth'] += 1
             return
         self.pairing.add_label(stamp, label, time.monotonic())
+
+    def _on_incompatible_qos(self, info) -> None:
+        self.get_logger().error(
+            f'a publisher of image_raw offers incompatible QoS (policy {info.last_policy_kind}):'
+            ' its images never arrive. Give the camera and this node the same '
+            'image_reliability', throttle_duration_sec=10.0)
 
     def _on_image(self, msg: Image) -> None:
         try:
