@@ -33,9 +33,9 @@ from std_msgs.msg import String
 class Harness(Node):
     """The outside world: publishes camera frames and modes, collects what the nodes say."""
 
-    def __init__(self):
+    def __init__(self, image_reliability: str = 'best_effort'):
         super().__init__('test_harness')
-        self.images = self.create_publisher(Image, 'image_raw', image_qos())
+        self.images = self.create_publisher(Image, 'image_raw', image_qos(image_reliability))
         self.truth = self.create_publisher(String, 'image_raw/ground_truth', 50)
         self.modes = self.create_publisher(String, 'energy_mode', 10)
         self.battery = self.create_publisher(BatteryState, 'battery_state', 10)
@@ -91,14 +91,16 @@ def wait_for(condition, timeout: float = 20.0) -> None:
 
 
 @pytest.fixture
-def graph():
+def graph(request):
     """Perception (LiteRT, one worker) and the harness on a background executor."""
+    reliability = getattr(request, 'param', 'best_effort')  # of image_raw, on both sides
     with rclpy.init():
         perception = Perception(parameter_overrides=[
             Parameter('backend', value='litert'), Parameter('num_tpus', value=1),
             Parameter('mode', value='performance'), Parameter('queue_capacity', value=64),
-            Parameter('diagnostics_period_s', value=0.2)])
-        harness = Harness()
+            Parameter('diagnostics_period_s', value=0.2),
+            Parameter('image_reliability', value=reliability)])
+        harness = Harness(reliability)
         harness.answered = lambda: len(harness.results) + sum(perception.malformed.values())
         executor = MultiThreadedExecutor()
         executor.add_node(perception)
@@ -141,6 +143,17 @@ def test_images_in_results_and_diagnostics_out(graph):
                 'utilisation.cpu0', 'malformed'):
         assert key in values
     assert sum(int(n) for n in values['exit_histogram'].split()) >= 40
+
+
+@pytest.mark.parametrize('graph', ['reliable'], indirect=True)
+def test_reliable_images_all_arrive(graph):
+    # What the launch description uses between processes; a history of 2 means at most two
+    # frames may wait unanswered, and then none is lost.
+    perception, harness = graph
+    harness.send(20, in_flight=1)
+    wait_for(lambda: len(harness.results) >= 20)
+    assert [r['frame'] for r in harness.results] == list(range(20))
+    assert all(r['correct'] is not None for r in harness.results)
 
 
 def test_parameters_are_checked_like_ros2_param_set(graph):
