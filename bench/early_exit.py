@@ -35,11 +35,7 @@ MODELS = (('fmnist', 'fmnist_eenet'), ('fmnist_patch', 'fmnist_eenet_patch'),
 def invoke_only(runners: list, x: np.ndarray) -> None:
     """Run segments with nothing but the interpreter calls and the int8 hand-over."""
     for runner in runners:
-        interpreter = runner.interpreter
-        interpreter.set_tensor(runner._input, x)
-        interpreter.invoke()
-        if runner._features is not None:
-            x = interpreter.get_tensor(runner._features)
+        x = runner.invoke(x)
 
 
 def measure(model: str, mode: str, frames: int, block: int = 250) -> dict:

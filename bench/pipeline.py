@@ -36,6 +36,7 @@ from dyn_perception.runtime.exits import exit_index, get_policy
 from dyn_perception.runtime.pipeline import Pipeline, reach_probabilities
 import numpy as np
 from report import format_table, write_json
+
 LARGE_CACHE = ROOT / 'out' / 'bench_models'
 # MobileNetV2 at 224 x 224 x 3, width 2.0, 1000 classes: about 11.6 MB of int8 parameters,
 # more than one Edge TPU's 8 MB cache.
@@ -72,10 +73,9 @@ def _large_network():
     confidences differ from frame to frame. The extra cuts (segments without an exit) give
     the placement cut points between exits, as edgetpu_compiler's segmentation has.
     """
+    from dyn_perception.training.models import build_network, EarlyExitNet, Segment
     import torch
     from torch import nn
-
-    from dyn_perception.training.models import build_network, EarlyExitNet, Segment
 
     torch.manual_seed(LARGE['seed'])
     net = build_network(LARGE['arch'], LARGE['num_classes'], LARGE['input_shape'],
@@ -131,9 +131,9 @@ def prepare_large_model(cache: Path = LARGE_CACHE) -> Path:
     target = cache / LARGE_NAME
     if (target / 'profile.yaml').is_file():
         return target
+    from dyn_perception.runtime.segment import requantize, SegmentRunner
     from dyn_perception.training.export import export_segments, export_without_exits
     from dyn_perception.training.profiling import machine_description, time_invocations
-    from dyn_perception.runtime.segment import requantize, SegmentRunner
 
     h, w, c = LARGE['input_shape']
     net = _large_network()

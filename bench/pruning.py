@@ -26,7 +26,7 @@ from dyn_perception.runtime.artifacts import (
 )
 from dyn_perception.runtime.chain import SegmentChain
 from dyn_perception.runtime.datasets import load_dataset, Split
-from dyn_perception.runtime.exits import exit_index, get_policy
+from dyn_perception.runtime.exits import get_policy
 from dyn_perception.runtime.preprocess import to_int8_input
 from dyn_perception.runtime.segment import SegmentRunner
 from dyn_perception.training.profiling import ExitEvaluation, time_invocations
@@ -92,14 +92,8 @@ def measure(manifest: Manifest, variant: Variant, val: Split, test: Split) -> Me
 def test_point(m: Measured, policy_name: str, thresholds: list,
                labels: np.ndarray) -> OperatingPoint:
     """Return accuracy and mean MACs on test of ``m`` with exits at ``thresholds``."""
-    policy = get_policy(policy_name)
-    taken = exit_index([policy.score(z) for z in m.test_logits], policy, thresholds)
-    correct = np.stack([z.argmax(1) == labels for z in m.test_logits])
-    correct = correct[taken, np.arange(len(taken))]
-    macs = np.asarray(m.variant.cumulative_macs_at_exits(), dtype=np.float64)[taken]
-    rates = np.bincount(taken, minlength=len(m.test_logits)) / len(taken)
-    return OperatingPoint(tuple(thresholds), tuple(rates.tolist()), float(correct.mean()),
-                          float(macs.mean()))
+    return ExitEvaluation(m.test_logits, labels, get_policy(policy_name),
+                          m.variant.cumulative_macs_at_exits()).point(thresholds)
 
 
 def choose_combined(measured: list[Measured], reference: np.ndarray,

@@ -36,7 +36,8 @@ import time
 import _paths  # noqa: F401 - puts the repository root on sys.path
 from dyn_perception.runtime.scheduling import (
     analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangTask, Knapsack,
-    validate)
+    validate
+)
 from dyn_perception.runtime.scheduling.analysis import GangAnalysis, WindowBound
 from dyn_perception.runtime.scheduling.generators import random_streams, random_task_set
 from dyn_perception.runtime.scheduling.naive import NaiveCarryInAnalysis

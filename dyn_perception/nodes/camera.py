@@ -13,7 +13,7 @@ from typing import Optional
 
 from dyn_perception.nodes.conversions import rgb_to_image
 from dyn_perception.nodes.params import Param, ParameterSet
-from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY
+from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY_PARAM
 from dyn_perception.nodes.spin import spin_node
 from dyn_perception.runtime.artifacts import load_manifest
 from dyn_perception.runtime.datasets import DatasetError
@@ -33,9 +33,7 @@ PARAMS = (
     Param('loop', True, 'start over at the end of a file, folder or replay'),
     Param('seed', 0, 'replay order', low=0, high=2**31 - 1),
     Param('frame_id', 'camera', 'header frame id'),
-    Param('image_reliability', 'best_effort',
-          'image_raw QoS: reliable across processes (see nodes/qos.py)',
-          choices=IMAGE_RELIABILITY, read_only=True),
+    IMAGE_RELIABILITY_PARAM,
 )
 # Changing these reopens the source.
 REOPEN = {'source', 'uri', 'model', 'width', 'height', 'loop', 'seed'}

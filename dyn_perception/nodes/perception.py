@@ -16,7 +16,7 @@ from typing import Optional
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dyn_perception.nodes.conversions import image_to_rgb, rgb_to_image
 from dyn_perception.nodes.params import Param, ParameterSet
-from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY
+from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY_PARAM
 from dyn_perception.nodes.spin import spin_node
 from dyn_perception.runtime.devices.factory import BACKENDS
 from dyn_perception.runtime.exits import POLICIES
@@ -48,9 +48,7 @@ def parameters(modes: tuple) -> tuple:
         Param('queue_capacity', 4, 'frames waiting per stage before the oldest is dropped',
               low=1, high=256),
         Param('follow_energy_mode', True, 'take the mode from the energy_mode topic'),
-        Param('image_reliability', 'best_effort',
-              'image_raw QoS: reliable across processes (see nodes/qos.py)',
-              choices=IMAGE_RELIABILITY, read_only=True),
+        IMAGE_RELIABILITY_PARAM,
         Param('diagnostics_period_s', 1.0, 'seconds between /diagnostics messages',
               low=0.1, high=60.0),
     )

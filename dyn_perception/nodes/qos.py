@@ -11,9 +11,15 @@ separate processes. Best effort stays the default because a reliable reader does
 a best-effort driver, and because in one process (bringup's default) nothing is lost.
 """
 
+from dyn_perception.nodes.params import Param
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 
 IMAGE_RELIABILITY = ('reliable', 'best_effort')
+# The camera and the perception node declare the same parameter: both sides must agree.
+IMAGE_RELIABILITY_PARAM = Param(
+    'image_reliability', 'best_effort',
+    'image_raw QoS: reliable across processes (see nodes/qos.py)',
+    choices=IMAGE_RELIABILITY, read_only=True)
 
 
 def image_qos(reliability: str = 'best_effort') -> QoSProfile:

@@ -80,11 +80,15 @@ class SegmentRunner:
                              f'(has {sorted(indices)})')
         return indices[tensor.name]
 
-    def __call__(self, x: np.ndarray) -> SegmentOutput:
-        """Run one frame (a batch of one, int8, shaped like the input spec)."""
+    def invoke(self, x: np.ndarray) -> Optional[np.ndarray]:
+        """Run one int8 frame; return the features for the next segment (None after the last)."""
         self.interpreter.set_tensor(self._input, x)
         self.interpreter.invoke()
-        get = self.interpreter.get_tensor
-        features = None if self._features is None else get(self._features)
-        logits = None if self._logits is None else dequantize(get(self._logits), self.spec.logits)
+        return None if self._features is None else self.interpreter.get_tensor(self._features)
+
+    def __call__(self, x: np.ndarray) -> SegmentOutput:
+        """Run one frame (a batch of one, int8, shaped like the input spec)."""
+        features = self.invoke(x)
+        logits = (None if self._logits is None else
+                  dequantize(self.interpreter.get_tensor(self._logits), self.spec.logits))
         return SegmentOutput(features, logits)
