@@ -16,12 +16,14 @@ from pathlib import Path
 import subprocess
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from dyn_perception.runtime.paths import data_path
 import yaml
 
 DEFAULT_GRAPH = data_path('config', 'pipeline.yaml')
+# Fast DDS 3 reads the first name, older releases the second; a user's own setting wins.
+FASTDDS_PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,13 @@ class NodeSpec:
 class Graph:
     arguments: tuple[LaunchArgument, ...]
     nodes: tuple[NodeSpec, ...]
+    fastdds_profile: Optional[Path] = None
+
+    def environment(self, current: Mapping[str, str]) -> dict[str, str]:
+        """Return the variables to add to ``current`` for the node processes."""
+        if self.fastdds_profile is None or any(v in current for v in FASTDDS_PROFILE_VARIABLES):
+            return {}
+        return {FASTDDS_PROFILE_VARIABLES[0]: str(self.fastdds_profile)}
 
 
 def load_graph(path: str | Path = DEFAULT_GRAPH,
@@ -86,6 +95,8 @@ def load_graph(path: str | Path = DEFAULT_GRAPH,
         nodes = {name: NodeSpec(name, spec['executable'], spec['node_class'],
                                 dict(spec.get('parameters') or {}))
                  for name, spec in data['nodes'].items()}
+        profile = data.get('fastdds_profile')
+        profile = None if profile is None else (path.parent / profile).resolve(strict=True)
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f'{path}: not a valid node graph ({err!r})') from err
     values = values or {}
@@ -100,7 +111,7 @@ def load_graph(path: str | Path = DEFAULT_GRAPH,
                 raise ValueError(f'{path}: argument {argument.name} sets a parameter of '
                                  f'unknown node {node!r}')
             nodes[node].parameters[parameter] = value
-    return Graph(arguments, tuple(nodes.values()))
+    return Graph(arguments, tuple(nodes.values()), profile)
 
 
 def make_node(spec: NodeSpec):
@@ -141,8 +152,9 @@ def run_in_process(graph: Graph, duration: Optional[float] = None) -> None:
 
 def run_processes(graph: Graph, duration: Optional[float] = None) -> int:
     """Start one process per node (``python -m <module>``), wait, and stop them together."""
+    env = {**os.environ, **graph.environment(os.environ)}
     processes = [subprocess.Popen([sys.executable, '-m', spec.module, *spec.ros_arguments()],
-                                  env=os.environ.copy()) for spec in graph.nodes]
+                                  env=env) for spec in graph.nodes]
     try:
         deadline = None if duration is None else time.monotonic() + duration
         while all(p.poll() is None for p in processes):

@@ -8,6 +8,8 @@ The graph and its launch arguments are described once in config/pipeline.yaml
 (dyn_perception.bringup reads it); ``config:=FILE`` uses another graph file.
 """
 
+import os
+
 from dyn_perception.bringup import DEFAULT_GRAPH, load_graph
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -20,9 +22,11 @@ def _nodes(context, *args, **kwargs):
     values = {a.name: a.parse(LaunchConfiguration(a.name, default=str(a.default))
                               .perform(context))
               for a in load_graph(config).arguments}
+    graph = load_graph(config, values)
     return [Node(package='dyn_perception', executable=spec.executable, name=spec.name,
-                 parameters=[spec.parameters], output='screen', emulate_tty=True)
-            for spec in load_graph(config, values).nodes]
+                 parameters=[spec.parameters], additional_env=graph.environment(os.environ),
+                 output='screen', emulate_tty=True)
+            for spec in graph.nodes]
 
 
 def generate_launch_description():

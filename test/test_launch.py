@@ -9,10 +9,12 @@ where they are present the real classes are used.
 """
 
 import importlib.util
+import os
 import sys
 import types
+import xml.etree.ElementTree as ElementTree
 
-from dyn_perception.bringup import DEFAULT_GRAPH, load_graph
+from dyn_perception.bringup import DEFAULT_GRAPH, FASTDDS_PROFILE_VARIABLES, load_graph
 from lint_targets import PACKAGE_ROOT
 import pytest
 
@@ -71,6 +73,7 @@ def test_launch_file_builds_the_bringup_graph(stand_ins):
         assert node.kwargs['package'] == 'dyn_perception'
         assert node.kwargs['executable'] == spec.executable
         assert node.kwargs['parameters'] == [spec.parameters]
+        assert node.kwargs['additional_env'] == expected.environment(os.environ)
     perception = next(n for n in nodes if n.kwargs['name'] == 'perception')
     assert perception.kwargs['parameters'][0]['mode'] == 'eco'
     assert perception.kwargs['parameters'][0]['num_tpus'] == 4
@@ -105,3 +108,21 @@ def test_runner_rejects_unknown_arguments(capsys):
     from dyn_perception.bringup import main
     assert main(['warp:=9', '--duration', '0']) == 2
     assert 'unknown launch arguments' in capsys.readouterr().err
+
+
+def test_node_processes_get_the_fastdds_profile_unless_one_is_set():
+    graph = load_graph()
+    profile = graph.fastdds_profile
+    assert profile is not None and profile.is_file()
+    segment = ElementTree.parse(profile).getroot().find('.//{*}segment_size')
+    assert int(segment.text) >= 2 * 640 * 480 * 3  # two whole rgb8 camera frames
+    assert graph.environment({}) == {FASTDDS_PROFILE_VARIABLES[0]: str(profile)}
+    for variable in FASTDDS_PROFILE_VARIABLES:
+        assert graph.environment({variable: '/my/profile.xml'}) == {}
+
+
+def test_a_missing_fastdds_profile_is_a_graph_error(tmp_path):
+    text = DEFAULT_GRAPH.read_text().replace('fastdds_large_images.xml', 'missing.xml')
+    (tmp_path / 'graph.yaml').write_text(text)
+    with pytest.raises(ValueError, match='not a valid node graph'):
+        load_graph(tmp_path / 'graph.yaml')

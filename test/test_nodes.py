@@ -52,7 +52,8 @@ class Harness(Node):
         self.sent = 0
         self.answered = lambda: len(self.results)
 
-    def send(self, count: int, msg_factory=None, in_flight: int = 2) -> None:
+    def send(self, count: int, msg_factory=None, in_flight: int = 2,
+             with_labels: bool = True) -> None:
         """
         Publish frames, keeping at most `in_flight` unanswered.
 
@@ -64,9 +65,10 @@ class Harness(Node):
             image, label = self.frames[self.sent % len(self.frames)]
             msg = msg_factory(image) if msg_factory else rgb_to_image(image)
             msg.header.stamp = self.get_clock().now().to_msg()
-            self.truth.publish(String(data=json.dumps(
-                {'stamp': [msg.header.stamp.sec, msg.header.stamp.nanosec],
-                 'class_id': label})))
+            if with_labels:
+                self.truth.publish(String(data=json.dumps(
+                    {'stamp': [msg.header.stamp.sec, msg.header.stamp.nanosec],
+                     'class_id': label})))
             self.images.publish(msg)
             self.sent += 1
 
@@ -154,6 +156,19 @@ def test_reliable_images_all_arrive(graph):
     wait_for(lambda: len(harness.results) >= 20)
     assert [r['frame'] for r in harness.results] == list(range(20))
     assert all(r['correct'] is not None for r in harness.results)
+
+
+def test_a_frame_whose_label_never_comes_goes_on_unlabelled(graph):
+    # A label publisher exists, so each frame waits up to 0.5 s for its label; the release
+    # timer runs only while a frame waits, and hands it on without one.
+    perception, harness = graph
+    assert perception.release_timer.is_canceled()
+    start = time.monotonic()
+    harness.send(3, with_labels=False, in_flight=3)
+    wait_for(lambda: len(harness.results) >= 3)
+    assert time.monotonic() - start >= 0.45
+    assert [r['correct'] for r in harness.results] == [None, None, None]
+    wait_for(perception.release_timer.is_canceled, timeout=2.0)
 
 
 def test_parameters_are_checked_like_ros2_param_set(graph):

@@ -77,7 +77,9 @@ class Perception(Node):
             labels_expected=lambda: truth.get_publisher_count() > 0)
         self.create_subscription(String, 'energy_mode', self._on_energy_mode, 10)
         self.create_timer(self.params.value('diagnostics_period_s'), self._publish_diagnostics)
-        self.create_timer(0.02, lambda: self.pairing.release(time.monotonic()))
+        # Runs only while a frame waits for its label: an idle 50 Hz timer would wake the
+        # executor between images for nothing.
+        self.release_timer = self.create_timer(0.02, self._release_waiting, autostart=False)
         self.get_logger().info(f'{self.engine.manifest.name} on {self.params.value("backend")} '
                                f'x{self.params.value("num_tpus")}, '
                                f'placement {self.engine.stats().placement}')
@@ -126,6 +128,13 @@ class Perception(Node):
             return
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         self.pairing.add_frame(stamp, image, time.monotonic())
+        if self.pairing.waiting and self.release_timer.is_canceled():
+            self.release_timer.reset()
+
+    def _release_waiting(self) -> None:
+        self.pairing.release(time.monotonic())
+        if not self.pairing.waiting:
+            self.release_timer.cancel()
 
     def _on_energy_mode(self, msg: String) -> None:
         if not self.params.value('follow_energy_mode') or msg.data == self.params.value('mode'):

@@ -2,8 +2,9 @@
 BranchyNet joint training of early-exit networks, with checkpoints, resume and seeds.
 
 The loss is the weighted sum of the cross-entropy at every exit (Teerapittayanon et al. 2016),
-optionally plus knowledge distillation from the final exit to the earlier ones, and plus any
-extra term a caller supplies (the pruning regularisers use that hook).
+optionally plus knowledge distillation from the final exit to the earlier ones (or, given a
+teacher network, from the teacher's final exit to every exit), and plus any extra term a caller
+supplies (the pruning regularisers use that hook).
 """
 
 from __future__ import annotations
@@ -133,12 +134,21 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> tor
 
 
 def joint_loss(logits: list[torch.Tensor], target: torch.Tensor, weights: list[float],
-               distill_weight: float = 0.0, temperature: float = 3.0) -> torch.Tensor:
-    """Weighted sum of the exits' cross-entropies, plus distillation from the final exit."""
+               distill_weight: float = 0.0, temperature: float = 3.0,
+               teacher_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """
+    Weighted sum of the exits' cross-entropies, plus distillation.
+
+    Without ``teacher_logits`` the final exit teaches the earlier ones (self-distillation);
+    with them (a bigger network's final exit, e.g. the unpruned one) every exit learns from
+    that teacher, the final one included.
+    """
     loss = sum(w * F.cross_entropy(z, target) for w, z in zip(weights, logits))
-    if distill_weight > 0 and len(logits) > 1:
-        teacher = F.softmax(logits[-1].detach() / temperature, dim=1)
-        for z in logits[:-1]:
+    source, students = ((logits[-1].detach(), logits[:-1]) if teacher_logits is None
+                        else (teacher_logits, logits))
+    if distill_weight > 0 and students:
+        teacher = F.softmax(source / temperature, dim=1)
+        for z in students:
             kd = F.kl_div(F.log_softmax(z / temperature, dim=1), teacher, reduction='batchmean')
             loss = loss + distill_weight * temperature ** 2 * kd
     return loss
@@ -216,19 +226,22 @@ def model_from_checkpoint(state: dict, dataset: Optional[Dataset] = None) -> Ear
 def train(config: TrainConfig, checkpoint: Optional[Path] = None, resume: bool = True,
           extra_loss: Optional[Callable[[nn.Module], torch.Tensor]] = None,
           model: Optional[EarlyExitNet] = None, dataset: Optional[Dataset] = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, teacher: Optional[EarlyExitNet] = None) -> TrainResult:
     """
     Train (or continue training) an early-exit network.
 
     With ``checkpoint``, the state is saved after every epoch and, when ``resume`` is true and
     the file exists, training continues from it (same config required). ``model`` starts from
-    given weights instead of a fresh network (fine-tuning after pruning).
+    given weights instead of a fresh network (fine-tuning after pruning); ``teacher`` (frozen,
+    eval mode) replaces the final exit as the distillation source of ``distill_weight``.
     """
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     dataset = dataset or load_config_dataset(config)
     model = model or network_for(config, dataset)
     weights = list(config.exit_weights or [1.0] * model.num_exits)
+    if teacher is not None:
+        teacher.eval()
     if len(weights) != model.num_exits:
         raise ValueError(f'exit_weights has {len(weights)} values; '
                          f'{config.arch} has {model.num_exits} exits')
@@ -269,8 +282,10 @@ def train(config: TrainConfig, checkpoint: Optional[Path] = None, resume: bool =
             x = to_tensor(train_split.images[idx], dataset.mean, dataset.std)
             x = augment_batch(x, config.augment, generator)
             y = torch.from_numpy(train_split.labels[idx])
+            with torch.no_grad():
+                teacher_logits = None if teacher is None else teacher(x)[-1]
             loss = joint_loss(model(x), y, weights, config.distill_weight,
-                              config.distill_temperature)
+                              config.distill_temperature, teacher_logits)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             optimizer.zero_grad(set_to_none=True)
