@@ -20,7 +20,8 @@ from dyn_perception.training.pruning import (
     PruneConfig, PruningError, run_pruning
 )
 from dyn_perception.training.train import (
-    checkpoint_state, load_checkpoint, model_from_checkpoint, save_checkpoint, TrainConfig
+    checkpoint_state, joint_loss, load_checkpoint, model_from_checkpoint, save_checkpoint,
+    TrainConfig
 )
 import numpy as np
 import pytest
@@ -159,7 +160,7 @@ def test_networks_whose_heads_flatten_are_refused():
 
 
 def test_recorded_command_exports_a_pruned_variant_the_runtime_runs(tmp_path):
-    recipe = _recipe(tmp_path)
+    recipe = _recipe(tmp_path, distill_from_base=True)
     (manifest,) = run_pruning(PruneConfig.from_dict(recipe), 'test', progress=False).values()
     assert [v.name for v in manifest.variants] == ['base', 'l1l2_50']
     manifest = load_manifest(manifest.directory)
@@ -168,6 +169,7 @@ def test_recorded_command_exports_a_pruned_variant_the_runtime_runs(tmp_path):
     assert pruned.param_bytes < base.param_bytes
     assert pruned.pruning['criterion'] == 'l1l2'
     assert pruned.pruning['mac_reduction'] >= 0.5
+    assert pruned.pruning['finetune_teacher'] == 'base'
     assert len(pruned.pruning['oneshot_float_accuracy']['val']) == 3
     chain = SegmentChain(manifest, 'l1l2_50')
     images = load_dataset('fashion_mnist').test.images[:8]
@@ -183,3 +185,22 @@ def test_recorded_command_exports_a_pruned_variant_the_runtime_runs(tmp_path):
     rebuilt = model_from_checkpoint(state)
     assert network_macs(rebuilt) == state['pruning']['manifest']['macs']
     assert copy.deepcopy(rebuilt)(frames())[0].shape == (4, 10)
+
+
+def test_a_teacher_distils_into_every_exit():
+    torch.manual_seed(0)
+    logits = [torch.randn(8, 10) for _ in range(3)]
+    teacher = torch.randn(8, 10)
+    target = torch.randint(0, 10, (8,))
+    weights, temperature = [1.0, 1.0, 1.0], 3.0
+    plain = joint_loss(logits, target, weights)
+
+    def kd(z, source):
+        return temperature ** 2 * torch.nn.functional.kl_div(
+            torch.log_softmax(z / temperature, 1), torch.softmax(source / temperature, 1),
+            reduction='batchmean')
+
+    own = joint_loss(logits, target, weights, 0.5, temperature)
+    assert torch.allclose(own - plain, 0.5 * (kd(logits[0], logits[2]) + kd(logits[1], logits[2])))
+    taught = joint_loss(logits, target, weights, 0.5, temperature, teacher)
+    assert torch.allclose(taught - plain, 0.5 * sum(kd(z, teacher) for z in logits))

@@ -44,7 +44,9 @@ class PruneConfig:
     ``criteria`` maps a criterion name to its options (``strength`` of its regulariser);
     ``outputs`` maps a model directory to the criteria whose variants it carries (every
     directory also carries the unpruned ``base``). ``sparse_training`` and ``finetune`` are
-    overrides of the base training config (epochs, lr, ...).
+    overrides of the base training config (epochs, lr, ...). With ``distill_from_base`` the
+    fine-tune distils every exit from the unpruned network's final exit (weight: the fine-tune
+    config's ``distill_weight``) instead of from the pruned network's own final exit.
     """
 
     base_config: str
@@ -55,6 +57,7 @@ class PruneConfig:
     work_dir: Optional[str] = None
     sparse_training: dict = field(default_factory=lambda: {'epochs': 4, 'lr': 0.02})
     finetune: dict = field(default_factory=lambda: {'epochs': 3, 'lr': 0.01})
+    distill_from_base: bool = False
     max_layer_ratio: float = 0.9
     steps: int = 100
     build: dict = field(default_factory=dict)

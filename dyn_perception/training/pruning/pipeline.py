@@ -146,6 +146,8 @@ class PruningRun:
         recipe = {**start_recipe, 'criterion': criterion.name, 'ratio': ratio,
                   'max_layer_ratio': self.config.max_layer_ratio, 'steps': self.config.steps,
                   'finetune': self.config.finetune}
+        if self.config.distill_from_base:  # absent means off: older stages stay valid
+            recipe['distill_from_base'] = True
         path = self.work / f'{name}.pt'
         cached = _cached(path, recipe)
         if cached is not None:
@@ -158,13 +160,16 @@ class PruningRun:
         self._say(f'{name}: {result.removed_ratio:.1%} of MACs removed; one-shot val accuracy '
                   'per exit ' + ' '.join(f'{a:.4f}' for a in oneshot['val']))
         config = self.config.stage_config(self.base_config, 'finetune')
-        tuned = train(config, None, model=model, dataset=self.dataset, progress=self.progress)
+        teacher = self.base[0] if self.config.distill_from_base else None
+        tuned = train(config, None, model=model, dataset=self.dataset, progress=self.progress,
+                      teacher=teacher)
         manifest = {
             'criterion': criterion.name, 'strength': criterion.strength,
             'target_mac_reduction': ratio, 'mac_reduction': result.removed_ratio,
             'macs': result.macs, 'base_macs': result.base_macs,
             'sparse_training': self.config.sparse_training if criterion.regularised else None,
             'finetune': self.config.finetune,
+            'finetune_teacher': 'base' if self.config.distill_from_base else None,
             'oneshot_float_accuracy': oneshot,
             'channels': result.channels,
         }
