@@ -31,7 +31,7 @@ import threading
 import time
 
 import _paths  # noqa: F401 - puts the repository root on sys.path
-from dyn_perception.bringup import FASTDDS_PROFILE_VARIABLES, load_graph
+from dyn_perception.bringup import FASTDDS_PROFILE_VARIABLES, load_graph, make_node, NodeSpec
 from dyn_perception.nodes.conversions import rgb_to_image
 from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY
 from dyn_perception.runtime.datasets import load_dataset
@@ -44,8 +44,12 @@ from report import format_table, write_json
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-PERCEPTION_PARAMS = {'backend': 'litert', 'num_tpus': 1, 'follow_energy_mode': False,
-                     'mode': 'balanced'}
+
+def perception_spec(reliability: str) -> NodeSpec:
+    """The node under test, the same in this process and in a second one."""
+    return NodeSpec('perception', 'perception', 'dyn_perception.nodes.perception:Perception',
+                    {'backend': 'litert', 'num_tpus': 1, 'follow_energy_mode': False,
+                     'mode': 'balanced', 'image_reliability': reliability})
 
 
 def now_ns(node: Node) -> int:
@@ -82,9 +86,6 @@ class Driver(Node):
 
     def clear(self) -> None:
         self.floor_ms, self.echo_ms, self.added_ms, self.inference_ms = [], [], [], []
-
-    def answers(self) -> int:
-        return len(self.echo_ms) + len(self.added_ms)
 
     def _on_echo(self, msg: String) -> None:
         stamp, callback = (int(v) for v in msg.data.split())
@@ -135,12 +136,9 @@ def phase(driver: Driver, executor: SingleThreadedExecutor, node: str, two_proce
           reliability: str, fps: float, seconds: float) -> int:
     """Run ``node`` ('echo' or 'perception') here or in a child process; drive it."""
     answers_on = 'perception/result' if node == 'perception' else 'bench/echo'
+    spec = perception_spec(reliability)
     if two_processes:
-        command = (['-m', 'dyn_perception.nodes.perception', '--ros-args',
-                    '-r', '__node:=perception',
-                    *(a for k, v in {**PERCEPTION_PARAMS, 'image_reliability': reliability}
-                      .items() for a in ('-p', f'{k}:={str(v).lower()}'))]
-                   if node == 'perception'
+        command = (['-m', spec.module, *spec.ros_arguments()] if node == 'perception'
                    else [__file__, '--echo', '--image-reliability', reliability])
         child = subprocess.Popen([sys.executable, *command], env=os.environ.copy(),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -153,14 +151,7 @@ def phase(driver: Driver, executor: SingleThreadedExecutor, node: str, two_proce
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-    if node == 'perception':
-        from dyn_perception.nodes.perception import Perception
-        from rclpy.parameter import Parameter
-        subject = Perception(parameter_overrides=[
-            Parameter(k, value=v)
-            for k, v in {**PERCEPTION_PARAMS, 'image_reliability': reliability}.items()])
-    else:
-        subject = Echo(reliability)
+    subject = make_node(spec) if node == 'perception' else Echo(reliability)
     executor.add_node(subject)
     try:
         return driver.drive(answers_on, fps, seconds)
