@@ -46,7 +46,7 @@ from std_msgs.msg import String
 
 
 def perception_spec(reliability: str) -> NodeSpec:
-    """The node under test, the same in this process and in a second one."""
+    """Describe the node under test, the same in this process and in a second one."""
     return NodeSpec('perception', 'perception', 'dyn_perception.nodes.perception:Perception',
                     {'backend': 'litert', 'num_tpus': 1, 'follow_energy_mode': False,
                      'mode': 'balanced', 'image_reliability': reliability})
