@@ -29,7 +29,9 @@ from dyn_perception.runtime.datasets import load_dataset, Split
 from dyn_perception.runtime.exits import get_policy
 from dyn_perception.runtime.preprocess import to_int8_input
 from dyn_perception.runtime.segment import SegmentRunner
-from dyn_perception.training.profiling import ExitEvaluation, time_invocations
+from dyn_perception.training.profiling import (
+    BudgetUnreachable, ExitEvaluation, time_invocations
+)
 from dyn_perception.training.pruning.plot import FrontPoint, pareto_front, plot_front
 import numpy as np
 from report import format_table, write_json
@@ -113,7 +115,7 @@ def choose_combined(measured: list[Measured], reference: np.ndarray,
                                         m.variant.cumulative_macs_at_exits(), reference=reference)
             try:
                 point = evaluation.calibrate(COMBINED_BUDGET)
-            except ValueError:  # not even the final exit alone is within the budget
+            except BudgetUnreachable:  # not even the final exit alone is within the budget
                 continue
             if best is None or point.mean_macs < best[2].mean_macs:
                 best = (m, policy, point)

@@ -32,7 +32,8 @@ class Timeline:
     """Everything the demo saw, for the status line, the summary and the plot."""
 
     start: float = field(default_factory=time.monotonic)
-    records: list = field(default_factory=list)  # (t, mode, exit, correct, energy_j, inf_ms)
+    # (t, mode, exit, correct, energy_j, inference_ms, variant)
+    records: list = field(default_factory=list)
     battery: list = field(default_factory=list)  # (t, charge)
     modes: list = field(default_factory=list)  # (t, mode)
 
@@ -54,7 +55,8 @@ class DemoMonitor(Node):
         r = json.loads(msg.data)
         if r['status'] == 'ok':
             self.timeline.records.append((self.timeline.now(), r['mode'], r['exit'],
-                                          r['correct'], r['energy_j'], r['inference_ms']))
+                                          r['correct'], r['energy_j'], r['inference_ms'],
+                                          r['variant']))
 
     def _on_battery(self, msg: BatteryState) -> None:
         self.timeline.battery.append((self.timeline.now(), msg.percentage))
@@ -77,16 +79,17 @@ def status_line(timeline: Timeline, window_s: float = 3.0) -> str:
 
 
 def summary(timeline: Timeline, modes: list) -> str:
-    lines = [f'{"mode":<12}{"frames":>8}{"accuracy":>10}{"mean exit":>11}'
+    lines = [f'{"mode":<12}{"variant":<10}{"frames":>8}{"accuracy":>10}{"mean exit":>11}'
              f'{"mJ/frame":>10}{"ms/frame":>10}',
-             '-' * 61]
+             '-' * 71]
     for mode in modes:
         rows = [r for r in timeline.records if r[1] == mode]
         if not rows:
             continue
         labelled = [r[3] for r in rows if r[3] is not None]
         accuracy = f'{100 * sum(labelled) / len(labelled):.2f}%' if labelled else '-'
-        lines.append(f'{mode:<12}{len(rows):>8}{accuracy:>10}'
+        variants = '/'.join(sorted({r[6] for r in rows}))
+        lines.append(f'{mode:<12}{variants:<10}{len(rows):>8}{accuracy:>10}'
                      f'{sum(r[2] + 1 for r in rows) / len(rows):>11.2f}'
                      f'{1e3 * sum(r[4] for r in rows) / len(rows):>10.3f}'
                      f'{sum(r[5] for r in rows) / len(rows):>10.3f}')

@@ -47,6 +47,7 @@ def test_valid_manifest_loads(tmp_path):
     assert variant.cumulative_macs_at_exits() == [100, 1000]
     assert variant.thresholds['entropy']['performance'] == [None]
     assert manifest.default_policy == 'entropy'
+    assert manifest.mode_variant('eco') == 'base', 'no choice recorded: the default runs'
 
 
 @pytest.mark.parametrize('edit, message', [
@@ -61,6 +62,9 @@ def test_valid_manifest_loads(tmp_path):
     (lambda d: d['variants'][0]['segments'][0].update(file='base/nope.tflite'),
      r'names base/nope.tflite, which does not exist'),
     (lambda d: d.update(default_variant='pruned50'), r"no variant 'pruned50'"),
+    (lambda d: d.update(mode_variants={'entropy': {'eco': 'pruned50'}}),
+     r"mode_variants.entropy must map modes to variants of \['base'\]"),
+    (lambda d: d.update(mode_variants={'vibes': {}}), r'mode_variants.vibes is not a known'),
 ])
 def test_bad_manifest_is_rejected_with_file_and_key(tmp_path, edit, message):
     data = copy.deepcopy(MANIFEST)

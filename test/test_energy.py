@@ -1,7 +1,8 @@
 # Copyright 2026 dyn_perception maintainers. Apache-2.0.
-"""The energy manager's policy: bounds, hysteresis, dwell time, CPU load; the battery model."""
+"""The energy manager's policy: bounds, hysteresis, dwell, CPU load; battery; modes file."""
 
 from dyn_perception.runtime.energy import ModePolicy, PolicyConfig, SimulatedBattery
+from dyn_perception.runtime.modes import load_modes
 import pytest
 
 
@@ -50,3 +51,12 @@ def test_battery_drains_with_reported_energy_and_base_load():
     assert battery.drain(energy_j=1000.0) == 0.0
     with pytest.raises(ValueError):
         SimulatedBattery(capacity_j=0.0)
+
+
+def test_modes_file_with_an_unknown_key_is_refused(tmp_path):
+    path = tmp_path / 'modes.yaml'
+    path.write_text('modes:\n  - {name: eco, max_accuracy_loss: 1.5, variant: l1l2_50}\n')
+    with pytest.raises(ValueError, match=r"unknown mode keys \['variant'\].*mode_variants"):
+        load_modes(path)
+    path.write_text('modes:\n  - {name: eco, max_accuracy_loss: 1.5}\n')
+    assert [m.name for m in load_modes(path)] == ['eco']

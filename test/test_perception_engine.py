@@ -2,21 +2,26 @@
 """The perception node's logic without ROS: settings checks, modes, variants, records."""
 
 from dataclasses import replace
+import shutil
 import threading
 
-from dyn_perception.runtime.modes import Mode
 from dyn_perception.runtime.perception import PerceptionEngine, PerceptionSettings, RESULT_SCHEMA
 from lint_targets import PACKAGE_ROOT
 import numpy as np
 import pytest
+import yaml
 
 FIXTURE = PACKAGE_ROOT / 'test' / 'fixtures'
-MODES = (Mode('performance', 0.0), Mode('balanced', 0.5), Mode('eco', 1.5),
-         Mode('critical', 4.0, variant='slim'))
 
 
 @pytest.fixture
-def engine():
+def engine(tmp_path):
+    # The fixture model, with its build's choice of variant per mode replaced by a known one.
+    model = tmp_path / 'tiny_eenet'
+    shutil.copytree(FIXTURE / 'tiny_eenet', model)
+    manifest = yaml.safe_load((model / 'manifest.yaml').read_text())
+    manifest['mode_variants'] = {'entropy': {'critical': 'slim'}}
+    (model / 'manifest.yaml').write_text(yaml.safe_dump(manifest, sort_keys=False))
     records, done = [], threading.Condition()
 
     def on_record(record, image):
@@ -24,9 +29,9 @@ def engine():
             records.append(record)
             done.notify_all()
 
-    settings = PerceptionSettings(model=str(FIXTURE / 'tiny_eenet'), backend='litert',
+    settings = PerceptionSettings(model=str(model), backend='litert',
                                   num_tpus=1, mode='balanced', live=False)
-    engine = PerceptionEngine(settings, on_record, modes=MODES)
+    engine = PerceptionEngine(settings, on_record)
     engine.records, engine.done = records, done
     yield engine
     engine.close()
@@ -58,6 +63,9 @@ def test_a_mode_brings_its_variant_and_bad_settings_are_refused(engine):
     engine.apply(critical)
     records = run(engine, frames, np.zeros(10))
     assert {r['variant'] for r in records} == {'slim'} and records[-1]['mode'] == 'critical'
+    # The choice is per policy: under max_softmax no variant was chosen, so the default runs.
+    engine.apply(replace(critical, policy='max_softmax'))
+    assert {r['variant'] for r in run(engine, frames, np.zeros(10))} == {'base'}
     pinned = replace(critical, variant='base')
     engine.apply(pinned)
     assert {r['variant'] for r in run(engine, frames, np.zeros(10))} == {'base'}

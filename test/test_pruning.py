@@ -9,10 +9,11 @@ recipe and loads the exported int8 segments of the pruned variant in the runtime
 
 import copy
 
-from dyn_perception.runtime.artifacts import load_manifest
+from dyn_perception.runtime.artifacts import EXIT_POLICIES, load_manifest, load_profile
 from dyn_perception.runtime.chain import SegmentChain
 from dyn_perception.runtime.datasets import Dataset, load_dataset, Split
 from dyn_perception.runtime.exits import get_policy
+from dyn_perception.runtime.modes import load_modes
 from dyn_perception.training import cli
 from dyn_perception.training.models import build_network
 from dyn_perception.training.pruning import (
@@ -180,6 +181,15 @@ def test_recorded_command_exports_a_pruned_variant_the_runtime_runs(tmp_path):
     logits = chain.all_exit_logits(chain.quantize_frames(images))
     assert [z.shape for z in logits] == [(8, 10)] * 3
     assert (manifest.directory / 'pruning.png').stat().st_size > 10_000
+    # Every mode runs a variant whose point keeps the mode's budget against the unpruned
+    # network's final exit (the unpruned one always does, so no mode is left without).
+    profile = load_profile(manifest.directory)
+    assert set(manifest.mode_variants) == set(EXIT_POLICIES)
+    for policy, chosen in manifest.mode_variants.items():
+        for mode in load_modes():
+            point, = (p for p in profile.variant(chosen[mode.name]).exit_curves[policy]
+                      if p.mode == mode.name)
+            assert point.loss_bound <= mode.max_accuracy_loss / 100 + 1e-9
     # The stage checkpoints rebuild the same pruned network without pruning again.
     state = load_checkpoint(tmp_path / 'runs' / 'pruning' / 'l1l2_50.pt')
     rebuilt = model_from_checkpoint(state)

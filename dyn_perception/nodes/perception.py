@@ -42,7 +42,7 @@ def parameters(modes: tuple) -> tuple:
               choices=modes),
         Param('exit_policy', 'auto', 'exit rule; auto: the manifest default',
               choices=('auto', *POLICIES)),
-        Param('variant', 'auto', 'model variant; auto: the manifest default'),
+        Param('variant', 'auto', 'model variant; auto: the one the build chose for the mode'),
         Param('thresholds', [], 'one per early exit to override the mode; [] uses the mode',
               number_list=True),
         Param('queue_capacity', 4, 'frames waiting per stage before the oldest is dropped',

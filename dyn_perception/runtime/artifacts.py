@@ -236,6 +236,9 @@ class Manifest:
     default_policy: str
     provenance: dict[str, Any]
     directory: Path
+    # policy -> mode -> the variant that mode runs (chosen by the build; see
+    # training.profiling.choose_mode_variants). Modes not listed run the default variant.
+    mode_variants: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def variant(self, name: Optional[str] = None) -> Variant:
         name = name or self.default_variant
@@ -248,6 +251,11 @@ class Manifest:
 
     def path(self, relative: str) -> Path:
         return self.directory / relative
+
+    def mode_variant(self, mode: str, policy: Optional[str] = None) -> str:
+        """Return the variant that ``mode`` runs under ``policy`` (default: the model's)."""
+        chosen = self.mode_variants.get(policy or self.default_policy, {})
+        return chosen.get(mode, self.default_variant)
 
 
 @dataclass(frozen=True)
@@ -286,6 +294,9 @@ class OperatingPoint:
     accuracy: float
     mean_macs: float
     mode: Optional[str] = None
+    # Upper 95% bound of the accuracy loss against the default variant's final exit (a
+    # fraction, mode points only): what decides which variant a mode runs.
+    loss_bound: Optional[float] = None
 
     @classmethod
     def read(cls, r: _Reader) -> 'OperatingPoint':
@@ -294,7 +305,8 @@ class OperatingPoint:
                 'must hold numbers or null')
         return cls(tuple(None if v is None else float(v) for v in values),
                    tuple(r.numbers('exit_rates')), r.get('accuracy', float),
-                   r.get('mean_macs', float), r.get('mode', str, None))
+                   r.get('mean_macs', float), r.get('mode', str, None),
+                   r.get('loss_bound', float, None))
 
 
 @dataclass(frozen=True)
@@ -381,10 +393,15 @@ def load_manifest(model: str | Path) -> Manifest:
         input=InputSpec.read(r.child('input')), labels=labels, variants=variants,
         default_variant=r.get('default_variant', str, variants[0].name),
         default_policy=r.get('default_policy', str, 'entropy'),
-        provenance=r.get('provenance', dict, {}), directory=directory)
+        provenance=r.get('provenance', dict, {}), directory=directory,
+        mode_variants=r.get('mode_variants', dict, {}))
     manifest.variant(manifest.default_variant)
     r.check(manifest.default_policy in EXIT_POLICIES, 'default_policy',
             f'must be one of {EXIT_POLICIES}')
+    for policy, chosen in manifest.mode_variants.items():
+        r.check(policy in EXIT_POLICIES, f'mode_variants.{policy}', 'is not a known exit policy')
+        r.check(isinstance(chosen, dict) and all(n in names for n in chosen.values()),
+                f'mode_variants.{policy}', f'must map modes to variants of {names}')
     for variant in variants:
         last = variant.segments[-1].logits
         r.check(last.shape[-1] == len(labels), f'variants.{variant.name}',

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from dyn_perception.runtime.paths import data_path
 import yaml
 
 DEFAULT_MODES_FILE = data_path('config', 'modes.yaml')
+MODE_KEYS = {'name', 'max_accuracy_loss'}
 
 
 @dataclass(frozen=True)
@@ -17,13 +17,12 @@ class Mode:
     """
     A named operating point; ``max_accuracy_loss`` is in accuracy points (0-100).
 
-    ``variant`` names the model variant the mode prefers (a pruned one for the frugal
-    modes); a model without that variant runs its default one.
+    The budget is against the final exit of the model's default (unpruned) variant: each
+    model's build picks, per mode, the variant and exit thresholds that keep it.
     """
 
     name: str
     max_accuracy_loss: float
-    variant: Optional[str] = None
 
 
 def load_modes(path: str | Path = DEFAULT_MODES_FILE) -> tuple[Mode, ...]:
@@ -32,11 +31,14 @@ def load_modes(path: str | Path = DEFAULT_MODES_FILE) -> tuple[Mode, ...]:
     try:
         data = yaml.safe_load(path.read_text())
         entries = data['modes']
-        modes = tuple(Mode(str(e['name']), float(e['max_accuracy_loss']),
-                           None if e.get('variant') is None else str(e['variant']))
-                      for e in entries)
+        modes = tuple(Mode(str(e['name']), float(e['max_accuracy_loss'])) for e in entries)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f'{path}: not a valid modes file ({err!r})') from err
+    unknown = sorted({key for e in entries for key in e} - MODE_KEYS)
+    if unknown:
+        raise ValueError(f'{path}: unknown mode keys {unknown} (known: {sorted(MODE_KEYS)}); '
+                         'the variant a mode runs is chosen per model by its build '
+                         '(manifest mode_variants), or forced with the parameter `variant`')
     names = [m.name for m in modes]
     if not modes or len(set(names)) != len(names):
         raise ValueError(f'{path}: modes must be a non-empty list of unique names, got {names}')

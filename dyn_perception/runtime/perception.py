@@ -19,12 +19,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from dyn_perception.runtime.artifacts import load_manifest, Manifest
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
 from dyn_perception.runtime.exits import get_policy
-from dyn_perception.runtime.modes import load_modes, Mode
 from dyn_perception.runtime.pipeline import Pipeline
 from dyn_perception.runtime.pipeline.results import FrameResult, OK, PipelineStats
 import numpy as np
@@ -37,8 +36,9 @@ class PerceptionSettings:
     """
     The node's parameters, as one value.
 
-    Empty ``policy`` and ``variant`` mean the manifest's defaults; empty ``thresholds`` means
-    the mode's calibrated thresholds, otherwise one per early exit overrides them.
+    Empty ``policy`` means the manifest's default; empty ``variant`` the variant the build
+    chose for the mode (``manifest.mode_variants``); empty ``thresholds`` the mode's
+    calibrated thresholds, otherwise one per early exit overrides them.
     """
 
     model: str = 'fmnist_eenet'
@@ -68,11 +68,9 @@ class PerceptionEngine:
 
     def __init__(self, settings: PerceptionSettings,
                  on_record: Callable[[dict, Optional[np.ndarray]], None],
-                 keep_images: bool = False, accuracy_window: int = 500,
-                 modes: Optional[Sequence[Mode]] = None):
+                 keep_images: bool = False, accuracy_window: int = 500):
         self.on_record = on_record
         self.keep_images = keep_images
-        self.modes = {m.name: m for m in (modes or load_modes())}
         self._lock = threading.Lock()
         self._frames: dict[int, FrameInfo] = {}
         self._next_frame = 0
@@ -119,13 +117,10 @@ class PerceptionEngine:
             self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest))
         self.settings = settings
 
-    def _variant_name(self, settings: PerceptionSettings, manifest: Manifest) -> str:
-        """Return the variant to run: the one asked for, else the mode's, else the default."""
-        if settings.variant:
-            return settings.variant
-        mode = self.modes.get(settings.mode)
-        known = {v.name for v in manifest.variants}
-        return mode.variant if mode and mode.variant in known else manifest.default_variant
+    @staticmethod
+    def _variant_name(settings: PerceptionSettings, manifest: Manifest) -> str:
+        """Return the variant to run: the one asked for, else the one the build chose."""
+        return settings.variant or manifest.mode_variant(settings.mode, settings.policy)
 
     def _mode_arguments(self, settings: PerceptionSettings, manifest: Manifest) -> dict:
         return {'variant': self._variant_name(settings, manifest),

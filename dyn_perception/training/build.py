@@ -32,7 +32,9 @@ from dyn_perception.training.export import (
 )
 from dyn_perception.training.models import EarlyExitNet
 from dyn_perception.training.plots import plot_exit_curves
-from dyn_perception.training.profiling import ExitEvaluation, machine_description, time_invocations
+from dyn_perception.training.profiling import (
+    choose_mode_variants, ExitEvaluation, machine_description, time_invocations
+)
 from dyn_perception.training.train import exit_accuracies, predict_logits
 import numpy as np
 from tqdm import tqdm
@@ -95,15 +97,16 @@ def _variant_entry(variant: Variant) -> dict:
 
 
 def _manifest_data(name: str, network: str, dataset: Dataset, variants: list[Variant],
-                   default_policy: str, provenance: dict) -> dict:
+                   default_policy: str, provenance: dict,
+                   mode_variants: Optional[dict] = None) -> dict:
     h, w, c = dataset.image_shape
     return {
         'name': name, 'network': network, 'dataset': dataset.name,
         'input': {'height': h, 'width': w, 'channels': c, 'mean': list(dataset.mean),
                   'std': list(dataset.std)},
         'labels': list(dataset.labels), 'default_variant': variants[0].name,
-        'default_policy': default_policy, 'provenance': provenance,
-        'variants': [_variant_entry(v) for v in variants],
+        'default_policy': default_policy, 'mode_variants': mode_variants or {},
+        'provenance': provenance, 'variants': [_variant_entry(v) for v in variants],
     }
 
 
@@ -137,8 +140,16 @@ class ModelBuilder:
         return Variant(source.name, tuple(segments), thresholds={}, pruning=source.pruning,
                        no_exit=no_exit)
 
-    def verify(self, manifest: Manifest, source: VariantSource) -> tuple[Variant, dict]:
-        """Accuracy, int8/float agreement (must reach the minimum), exit curves, latencies."""
+    def verify(self, manifest: Manifest, source: VariantSource,
+               reference: Optional[np.ndarray] = None) -> tuple[Variant, dict, np.ndarray]:
+        """
+        Accuracy, int8/float agreement (must reach the minimum), exit curves, latencies.
+
+        Mode thresholds keep each mode's budget against ``reference``, the default variant's
+        final-exit correctness on val (None: the default itself), where this variant can;
+        otherwise against its own final exit (see ``ExitEvaluation.calibrate_modes``).
+        Returns this variant's own final-exit correctness, the reference of the others.
+        """
         chain = SegmentChain(manifest, source.name)
         variant = chain.variant
         float_test = predict_logits(source.model, self.test, self.dataset.mean, self.dataset.std)
@@ -158,12 +169,14 @@ class ModelBuilder:
         macs = variant.cumulative_macs_at_exits()
         thresholds, curves = {}, {}
         for policy_name in self.options.policies:
-            evaluation = ExitEvaluation(int8_val, self.val.labels, get_policy(policy_name), macs,
-                                        self.options.confidence_z)
-            final_exit_accuracy = evaluation.final_accuracy
-            modes = evaluation.calibrate_modes(self.options.modes)
+            args = (int8_val, self.val.labels, get_policy(policy_name), macs,
+                    self.options.confidence_z)
+            own = ExitEvaluation(*args)
+            against_default = own if reference is None else ExitEvaluation(*args, reference)
+            final_exit_accuracy = own.final_accuracy
+            modes = against_default.calibrate_modes(self.options.modes, own)
             thresholds[policy_name] = {m: list(p.thresholds) for m, p in modes.items()}
-            curves[policy_name] = evaluation.sweep() + list(modes.values())
+            curves[policy_name] = own.sweep() + list(modes.values())
         variant = replace(variant, thresholds=thresholds, accuracy=accuracy,
                           int8_float_agreement=agreement)
         no_exit_val = self._no_exit_logits(manifest, variant.no_exit, self.val.images)
@@ -172,7 +185,7 @@ class ModelBuilder:
                    'no_exit': {**self._segment_profile(manifest, variant.no_exit),
                                'val_accuracy': exit_accuracies([no_exit_val], self.val.labels)[0]},
                    'exit_curves': curves, 'final_exit_accuracy': final_exit_accuracy}
-        return variant, profile
+        return variant, profile, own.correct[-1]
 
     def _all_exits(self, chain: SegmentChain, images: np.ndarray, desc: str) -> list:
         inputs = chain.quantize_frames(images)
@@ -230,14 +243,21 @@ def build_model_dir(name: str, target: Path, dataset: Dataset, sources: Sequence
         write_yaml(staging / MANIFEST_FILE, _manifest_data(
             name, network, dataset, exported, options.default_policy, provenance))
         preliminary = load_manifest(staging)
-        variants, profiles = zip(*(builder.verify(preliminary, s) for s in sources))
-        variants, readiness = _compile_or_explain(staging, list(variants))
+        variants, profiles, reference = [], [], None
+        for source in sources:
+            variant, variant_profile, final_correct = builder.verify(
+                preliminary, source, reference)
+            variants.append(variant)
+            profiles.append(variant_profile)
+            reference = final_correct if reference is None else reference
+        variants, readiness = _compile_or_explain(staging, variants)
+        write_yaml(staging / PROFILE_FILE, {'model': name, 'machine': machine_description(),
+                                            'variants': profiles})
+        profile = load_profile(staging)
         write_yaml(staging / MANIFEST_FILE, _manifest_data(
             name, network, dataset, variants, options.default_policy,
-            {**provenance, 'edgetpu': readiness}))
-        write_yaml(staging / PROFILE_FILE, {'model': name, 'machine': machine_description(),
-                                            'variants': list(profiles)})
-        manifest, profile = load_manifest(staging), load_profile(staging)
+            {**provenance, 'edgetpu': readiness}, choose_mode_variants(profile, options.modes)))
+        manifest = load_manifest(staging)
         plot_exit_curves(manifest, profile, staging / 'exit_curves.png')
         replace_directory(staging, target)
     except BaseException:

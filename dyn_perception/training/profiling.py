@@ -18,7 +18,7 @@ import platform
 import time
 from typing import Optional, Sequence
 
-from dyn_perception.runtime.artifacts import LatencyStats, OperatingPoint
+from dyn_perception.runtime.artifacts import LatencyStats, OperatingPoint, Profile
 from dyn_perception.runtime.exits import exit_index, ExitPolicy
 from dyn_perception.runtime.modes import Mode
 from dyn_perception.runtime.segment import SegmentRunner
@@ -50,6 +50,10 @@ def machine_description() -> dict:
     return {'platform': platform.platform(), 'processor': platform.processor() or 'unknown',
             'cpu_count': os.cpu_count(), 'python': platform.python_version(),
             'litert': litert}
+
+
+class BudgetUnreachable(ValueError):
+    """No exit thresholds keep the accuracy loss within the budget."""
 
 
 class ExitEvaluation:
@@ -97,6 +101,10 @@ class ExitEvaluation:
                                float(self.cumulative_macs[taken].mean()), mode)
         return point, float(loss_bound)
 
+    def loss_bound(self, thresholds: Sequence[Optional[float]]) -> float:
+        """Upper confidence bound of the accuracy loss at ``thresholds`` (a fraction)."""
+        return self._evaluate(thresholds)[1]
+
     def point(self, thresholds: Sequence[Optional[float]],
               mode: Optional[str] = None) -> OperatingPoint:
         return self._evaluate(thresholds, mode)[0]
@@ -125,9 +133,52 @@ class ExitEvaluation:
     def calibrate(self, max_accuracy_loss: float, mode: Optional[str] = None) -> OperatingPoint:
         """Pick the grid point of least mean MACs whose loss bound is within the budget."""
         budget = max_accuracy_loss / 100.0 + 1e-12
-        feasible = [p for p, bound in self.grid if bound <= budget]
-        best = min(feasible, key=lambda p: (p.mean_macs, -p.accuracy))
-        return replace(best, mode=mode)
+        feasible = [(p, bound) for p, bound in self.grid if bound <= budget]
+        if not feasible:
+            raise BudgetUnreachable(f'no exit thresholds keep the accuracy loss within '
+                                    f'{max_accuracy_loss} points at this confidence')
+        best, bound = min(feasible, key=lambda pair: (pair[0].mean_macs, -pair[0].accuracy))
+        return replace(best, mode=mode, loss_bound=bound)
 
-    def calibrate_modes(self, modes: Sequence[Mode]) -> dict[str, OperatingPoint]:
-        return {m.name: self.calibrate(m.max_accuracy_loss, m.name) for m in modes}
+    def calibrate_modes(self, modes: Sequence[Mode],
+                        own: Optional[ExitEvaluation] = None) -> dict[str, OperatingPoint]:
+        """
+        Calibrate every mode against this evaluation's reference.
+
+        ``own`` (the same exits judged against the network's own final exit) calibrates the
+        modes whose budget the network cannot keep against the reference at all, so that a
+        pruned variant still has thresholds for every mode; those points keep their loss
+        bound against the reference, above the budget, and no mode chooses them.
+        """
+        points = {}
+        for mode in modes:
+            try:
+                points[mode.name] = self.calibrate(mode.max_accuracy_loss, mode.name)
+            except BudgetUnreachable:
+                if own is None:
+                    raise
+                point = own.calibrate(mode.max_accuracy_loss, mode.name)
+                points[mode.name] = replace(point, loss_bound=self.loss_bound(point.thresholds))
+        return points
+
+
+def choose_mode_variants(profile: Profile, modes: Sequence[Mode]) -> dict[str, dict[str, str]]:
+    """
+    Return policy -> mode -> the variant of least mean MACs that stays within the mode's budget.
+
+    A variant qualifies when its own mode point, bounded against the default (first) variant's
+    final exit, loses no more than the mode allows: a pruned variant runs a frugal mode only
+    if pruning and exits together still keep the promise made against the unpruned network.
+    Ties go to the earlier variant, so the default wins when nothing is cheaper.
+    """
+    budgets = {m.name: m.max_accuracy_loss / 100.0 + 1e-12 for m in modes}
+    chosen: dict[str, dict[str, str]] = {}
+    for policy in profile.variants[0].exit_curves:
+        candidates: dict[str, list] = {mode: [] for mode in budgets}
+        for order, variant in enumerate(profile.variants):
+            for point in variant.exit_curves.get(policy, ()):
+                if (point.mode in budgets and point.loss_bound is not None
+                        and point.loss_bound <= budgets[point.mode]):
+                    candidates[point.mode].append((point.mean_macs, order, variant.name))
+        chosen[policy] = {mode: min(found)[2] for mode, found in candidates.items() if found}
+    return chosen
