@@ -52,6 +52,11 @@ def machine_description() -> dict:
             'litert': litert}
 
 
+def budget_fraction(max_accuracy_loss: float) -> float:
+    """Return a budget in accuracy points as the largest loss bound that keeps it."""
+    return max_accuracy_loss / 100.0 + 1e-12  # the slack absorbs float rounding
+
+
 class BudgetUnreachable(ValueError):
     """No exit thresholds keep the accuracy loss within the budget."""
 
@@ -132,7 +137,7 @@ class ExitEvaluation:
 
     def calibrate(self, max_accuracy_loss: float, mode: Optional[str] = None) -> OperatingPoint:
         """Pick the grid point of least mean MACs whose loss bound is within the budget."""
-        budget = max_accuracy_loss / 100.0 + 1e-12
+        budget = budget_fraction(max_accuracy_loss)
         feasible = [(p, bound) for p, bound in self.grid if bound <= budget]
         if not feasible:
             raise BudgetUnreachable(f'no exit thresholds keep the accuracy loss within '
@@ -171,7 +176,7 @@ def choose_mode_variants(profile: Profile, modes: Sequence[Mode]) -> dict[str, d
     if pruning and exits together still keep the promise made against the unpruned network.
     Ties go to the earlier variant, so the default wins when nothing is cheaper.
     """
-    budgets = {m.name: m.max_accuracy_loss / 100.0 + 1e-12 for m in modes}
+    budgets = {m.name: budget_fraction(m.max_accuracy_loss) for m in modes}
     chosen: dict[str, dict[str, str]] = {}
     for policy in profile.variants[0].exit_curves:
         candidates: dict[str, list] = {mode: [] for mode in budgets}
