@@ -200,8 +200,10 @@ def test_energy_mode_changes_thresholds_within_a_few_frames(graph):
     perception, harness = graph
     harness.send(20)
     wait_for(lambda: len(harness.results) >= 20)
+    assert harness.set_parameters('perception', mode='auto')[0].successful
     harness.modes.publish(String(data='critical'))
-    wait_for(lambda: perception.get_parameter('mode').value == 'critical')
+    wait_for(lambda: perception.engine.settings.mode == 'critical')
+    assert perception.get_parameter('mode').value == 'auto'
     switched_at = harness.sent
     harness.send(60)
     wait_for(lambda: len(harness.results) >= switched_at + 60)
@@ -214,13 +216,13 @@ def test_energy_mode_changes_thresholds_within_a_few_frames(graph):
     assert mean_exit(after[first_critical:]) < mean_exit(before)
     harness.modes.publish(String(data='warp-speed'))
     time.sleep(0.5)
-    assert perception.get_parameter('mode').value == 'critical'
+    assert perception.engine.settings.mode == 'critical'
 
 
 @pytest.mark.parametrize('break_it, reason', [
-    (lambda m: setattr(m, 'encoding', 'yuv422'), 'unsupported'),
+    (lambda m: setattr(m, 'encoding', 'yuv422'), 'encoding'),
     (lambda m: setattr(m, 'step', m.step - 1), 'step'),
-    (lambda m: setattr(m, 'data', bytes(m.data)[:100]), 'data'),
+    (lambda m: setattr(m, 'data', bytes(m.data)[:100]), 'size'),
     (lambda m: (setattr(m, 'height', 0), setattr(m, 'data', b'')), 'empty'),
 ])
 def test_malformed_images_are_counted_and_skipped(graph, break_it, reason):

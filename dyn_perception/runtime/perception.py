@@ -9,7 +9,8 @@ as a whole before they are applied, so a rejected change leaves the running stat
 Result record schema ``dyn_perception/result/1`` (JSON object):
     schema, frame (sequence number), stamp [sec, nanosec], status (ok | dropped | failed),
     class_id, label, score (softmax probability of class_id), exit (index of the exit taken,
-    0-based), exits (number of exits), latency_ms (submission to result), inference_ms (sum
+    0-based), exits (number of exits), latency_ms (arrival to result: any hold waiting for
+    the frame's label included), inference_ms (sum
     of the segment invocations), energy_j, mode, variant, policy, ground_truth, correct
     (both null without ground truth), error (null unless failed).
 """
@@ -61,6 +62,7 @@ class FrameInfo:
     stamp: tuple[int, int]
     ground_truth: Optional[int]
     image: Optional[np.ndarray]
+    held_s: float = 0.0  # between arrival and submission (waiting for the label)
 
 
 class PerceptionEngine:
@@ -137,13 +139,13 @@ class PerceptionEngine:
     # -- frames --------------------------------------------------------------------------
 
     def submit(self, image: np.ndarray, stamp: tuple[int, int],
-               ground_truth: Optional[int] = None) -> int:
-        """Queue one RGB (or grey) uint8 frame; returns its sequence number."""
+               ground_truth: Optional[int] = None, held_s: float = 0.0) -> int:
+        """Queue one RGB (or grey) uint8 frame that arrived ``held_s`` ago; return its number."""
         with self._lock:
             frame = self._next_frame
             self._next_frame += 1
             self._frames[frame] = FrameInfo(stamp, ground_truth,
-                                            image if self.keep_images else None)
+                                            image if self.keep_images else None, held_s)
         self.pipeline.submit(frame, image)
         return frame
 
@@ -170,7 +172,7 @@ class PerceptionEngine:
             'label': labels[result.class_id] if ok else None,
             'score': float(result.scores[result.class_id]) if ok else None,
             'exit': result.exit_index, 'exits': variant.num_exits,
-            'latency_ms': 1e3 * result.latency_s,
+            'latency_ms': 1e3 * (info.held_s + result.latency_s),
             'inference_ms': 1e3 * sum(t.seconds for t in result.timings),
             'energy_j': result.energy_j, 'mode': result.mode or self.settings.mode,
             'variant': variant.name, 'policy': self.pipeline.config.policy.name,
