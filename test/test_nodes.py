@@ -11,7 +11,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from dyn_perception.nodes.conversions import rgb_to_image
+from dyn_perception.nodes.conversions import MALFORMED_KINDS, rgb_to_image
 from dyn_perception.nodes.energy_manager import EnergyManager
 from dyn_perception.nodes.perception import Perception
 from dyn_perception.nodes.qos import image_qos
@@ -268,3 +268,50 @@ def test_energy_manager_follows_battery_with_hysteresis():
             manager.destroy_node()
             harness.destroy_node()
             thread.join(timeout=5)
+
+
+def test_bad_ground_truth_is_counted_never_fatal(graph):
+    # Each of these once ended the process (OverflowError, unhashable list) or was taken.
+    perception, harness = graph
+    for text in ('{"stamp": [1, 2], "class_id": 1e999}', '{"stamp": [[1], [2]], "class_id": 1}',
+                 '{"stamp": [1, 2], "class_id": 99}', '{"stamp": [1, 2], "class_id": true}',
+                 '[1, 2]', 'not json'):
+        harness.truth.publish(String(data=text))
+    wait_for(lambda: perception.malformed['ground_truth'] >= 6)
+    harness.send(5)
+    wait_for(lambda: len(harness.results) >= 5)
+    assert all(r['status'] == 'ok' and r['correct'] is not None for r in harness.results)
+
+
+def test_malformed_reasons_are_a_fixed_set(graph):
+    perception, harness = graph
+    steps = iter(range(1, 16))
+
+    def bad_step(image):
+        msg = rgb_to_image(image)
+        msg.step = next(steps)  # 15 different wrong values
+        return msg
+
+    harness.send(15, bad_step)
+    harness.send(2)
+    wait_for(lambda: len(harness.results) >= 2 and perception.malformed['step'] == 15)
+    wait_for(lambda: any(kv.key == 'malformed' and kv.value == '15'
+                         for m in harness.diagnostics[-1:] for kv in m.status[0].values))
+    keys = [kv.key for kv in harness.diagnostics[-1].status[0].values
+            if kv.key.startswith('malformed.')]
+    assert len(keys) == len(MALFORMED_KINDS) + 1, keys  # the image kinds and ground_truth
+
+
+def test_a_silent_label_publisher_holds_one_frame_not_every_frame(graph):
+    # harness.truth exists but sends nothing: the first frame waits its 0.5 s, the rest go
+    # straight on; the hold is part of that frame's latency.
+    perception, harness = graph
+    start = time.monotonic()
+    harness.send(6, with_labels=False, in_flight=0)
+    wait_for(lambda: len(harness.results) >= 6)
+    assert time.monotonic() - start < 1.5, 'later frames must not wait for labels'
+    assert harness.results[0]['latency_ms'] >= 450
+    assert max(r['latency_ms'] for r in harness.results[1:]) < 400
+    harness.send(4)  # labels flow again: after the first of them, frames pair again
+    wait_for(lambda: len(harness.results) >= 10)
+    assert all(r['correct'] is not None for r in harness.results[7:])
