@@ -7,6 +7,7 @@ and calls their parameter services the way ``ros2 param set`` does.
 """
 
 import json
+import shutil
 import threading
 import time
 
@@ -15,6 +16,7 @@ from dyn_perception.nodes.conversions import MALFORMED_KINDS, rgb_to_image
 from dyn_perception.nodes.energy_manager import EnergyManager
 from dyn_perception.nodes.perception import Perception
 from dyn_perception.nodes.qos import image_qos
+from dyn_perception.runtime.artifacts import PROFILE_FILE, resolve_model_dir
 from dyn_perception.runtime.datasets import load_dataset
 from dyn_perception.runtime.frames import letterbox
 from dyn_perception.runtime.modes import load_modes
@@ -315,3 +317,41 @@ def test_a_silent_label_publisher_holds_one_frame_not_every_frame(graph):
     harness.send(4)  # labels flow again: after the first of them, frames pair again
     wait_for(lambda: len(harness.results) >= 10)
     assert all(r['correct'] is not None for r in harness.results[7:])
+
+
+def model_copy(tmp_path, how: str) -> str:
+    model = tmp_path / how
+    shutil.copytree(resolve_model_dir('fmnist_eenet'), model)
+    segment = model / 'base' / 'segment0.tflite'
+    if how == 'truncated_segment':
+        segment.write_bytes(segment.read_bytes()[:1000])
+    elif how == 'random_segment':
+        segment.write_bytes(np.random.default_rng(0).bytes(segment.stat().st_size))
+    elif how == 'corrupt_profile':
+        (model / PROFILE_FILE).write_text('variants: {base: 7\n')
+    return str(model)
+
+
+def test_a_change_that_cannot_be_built_is_refused_and_the_old_pipeline_serves(graph, tmp_path):
+    perception, harness = graph
+    harness.send(3)
+    refused = {
+        'backend edgetpu (no pycoral)': ({'backend': 'edgetpu'}, 'pycoral'),
+        'corrupt profile.yaml': ({'model': model_copy(tmp_path, 'corrupt_profile')}, 'profile'),
+        'truncated .tflite': ({'model': model_copy(tmp_path, 'truncated_segment')}, 'segment'),
+        'random .tflite': ({'model': model_copy(tmp_path, 'random_segment')}, 'segment'),
+    }
+    for case, (values, word) in refused.items():
+        result = harness.set_parameters('perception', **values)[0]
+        assert not result.successful and word in result.reason, (case, result.reason)
+        harness.send(3)
+    assert perception.get_parameter('model').value == 'fmnist_eenet'
+    assert perception.get_parameter('backend').value == 'litert'
+    wait_for(lambda: len(harness.results) >= harness.sent)
+    assert [r['status'] for r in harness.results] == ['ok'] * harness.sent
+    accepted = harness.set_parameters('perception', num_tpus=2, queue_capacity=8)[0]
+    assert accepted.successful, accepted.reason
+    assert len(perception.engine.stats().devices) == 2
+    harness.send(5)
+    wait_for(lambda: len(harness.results) >= harness.sent)
+    assert all(r['status'] == 'ok' for r in harness.results)

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 
 from dyn_perception.runtime.datasets import DatasetError
 from dyn_perception.runtime.devices.base import DeviceUnavailable
+from dyn_perception.runtime.pipeline import PipelineError
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
@@ -37,8 +38,10 @@ from rclpy.signals import SignalHandlerOptions
 POLL_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What a bad start-up input raises: parameter values ROS refuses (out of range, wrong type),
-# values the nodes refuse (ValueError, ArtifactError), missing data sets, files or devices.
-STARTUP_ERRORS = (ValueError, ParameterException, DatasetError, DeviceUnavailable, OSError)
+# values the nodes refuse (ValueError, ArtifactError), missing data sets, files or devices,
+# segments that do not load.
+STARTUP_ERRORS = (ValueError, ParameterException, DatasetError, DeviceUnavailable,
+                  PipelineError, OSError)
 
 
 class StopRequest:

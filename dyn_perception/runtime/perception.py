@@ -6,6 +6,11 @@ class submits them to the pipeline, turns each pipeline result into a result rec
 versioned schema below) and keeps the counters the diagnostics report. Settings are checked
 as a whole before they are applied, so a rejected change leaves the running state untouched.
 
+A change of model, backend, device count or queue size needs a new pipeline. ``check``
+builds it beside the running one, profile and every segment of its variant loaded on its
+devices, and refuses the change with the reason when any of that fails; ``apply`` then swaps
+it in, and the old pipeline finishes the frames it holds in the background and is closed.
+
 Result record schema ``dyn_perception/result/1`` (JSON object):
     schema, frame (sequence number), stamp [sec, nanosec], status (ok | dropped | failed),
     class_id, label, score (softmax probability of class_id), exit (index of the exit taken,
@@ -25,7 +30,7 @@ from typing import Any, Callable, Optional
 from dyn_perception.runtime.artifacts import load_manifest, Manifest
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
 from dyn_perception.runtime.exits import get_policy
-from dyn_perception.runtime.pipeline import Pipeline
+from dyn_perception.runtime.pipeline import Pipeline, PipelineError
 from dyn_perception.runtime.pipeline.results import FrameResult, OK, PipelineStats
 import numpy as np
 
@@ -65,6 +70,20 @@ class FrameInfo:
     held_s: float = 0.0  # between arrival and submission (waiting for the label)
 
 
+@dataclass
+class _Built:
+    """A pipeline and the manifest it runs; ``pipeline`` is set once it exists."""
+
+    shape: tuple
+    manifest: Manifest
+    pipeline: Optional[Pipeline] = None
+
+
+# What building a pipeline raises for bad settings or artifacts: ArtifactError is a
+# ValueError; DeviceUnavailable, DeviceError and PipelineError are RuntimeErrors.
+BUILD_ERRORS = (ValueError, RuntimeError, OSError)
+
+
 class PerceptionEngine:
     """A pipeline with modes, result records and live accuracy (see the module docstring)."""
 
@@ -79,8 +98,17 @@ class PerceptionEngine:
         self._recent = deque(maxlen=accuracy_window)
         self.correct = self.labelled = 0
         self.settings = settings
-        self.manifest = load_manifest(settings.model)
-        self.pipeline = self._open(settings, self.manifest)
+        self._candidate: Optional[_Built] = None
+        self._retiring: list[threading.Thread] = []
+        self._built = self._build(settings)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._built.pipeline
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._built.manifest
 
     # -- settings ------------------------------------------------------------------------
 
@@ -105,19 +133,45 @@ class PerceptionEngine:
                         f'{settings.mode!r}; known: {", ".join(known)}')
         except ValueError as err:
             return str(err)
+        if settings.pipeline_shape() == self.settings.pipeline_shape():
+            return None
+        self._discard_candidate()
+        try:
+            self._candidate = self._build(settings)
+        except BUILD_ERRORS as err:
+            return f'cannot build the new pipeline: {err}'
         return None
 
     def apply(self, settings: PerceptionSettings) -> None:
-        """Switch to checked settings: a mode change in place, a new model or backend rebuilt."""
+        """Switch to checked settings: a mode change in place, else the pipeline check built."""
         if settings.pipeline_shape() != self.settings.pipeline_shape():
-            manifest = load_manifest(settings.model)
-            pipeline = self._open(settings, manifest)
-            old, self.pipeline, self.manifest = self.pipeline, pipeline, manifest
-            old.drain(timeout=10.0)
-            old.close()
+            built = self._candidate
+            if built is None or built.shape != settings.pipeline_shape():
+                self._discard_candidate()
+                built = self._build(settings)
+            self._candidate = None
+            old, self._built = self._built, built
+            retire = threading.Thread(target=self._retire, args=(old.pipeline,), daemon=True,
+                                      name='pipeline-retire')
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
+            retire.start()
         else:
             self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest))
         self.settings = settings
+
+    @staticmethod
+    def _retire(pipeline: Pipeline, timeout: float = 10.0) -> None:
+        """Let an old pipeline finish the frames it holds, then release its devices."""
+        try:
+            pipeline.drain(timeout=timeout)
+        except (TimeoutError, PipelineError):
+            pass  # its frames are abandoned, as on close
+        pipeline.close()
+
+    def _discard_candidate(self) -> None:
+        if self._candidate is not None:
+            self._candidate.pipeline.close()
+            self._candidate = None
 
     @staticmethod
     def _variant_name(settings: PerceptionSettings, manifest: Manifest) -> str:
@@ -129,12 +183,21 @@ class PerceptionEngine:
                 'policy': settings.policy or manifest.default_policy,
                 'thresholds': list(settings.thresholds) or settings.mode}
 
-    def _open(self, settings: PerceptionSettings, manifest: Manifest) -> Pipeline:
+    def _build(self, settings: PerceptionSettings) -> _Built:
+        """Open the manifest, profile, devices and pipeline; return once its segments load."""
+        built = _Built(settings.pipeline_shape(), load_manifest(settings.model))
         devices = make_devices(settings.backend, settings.num_tpus, clock='wall')
-        return Pipeline(manifest, devices, queue_capacity=settings.queue_capacity,
-                        admission='drop_oldest' if settings.live else 'block',
-                        on_result=self._on_result,
-                        **self._mode_arguments(settings, manifest))
+        pipeline = Pipeline(built.manifest, devices, queue_capacity=settings.queue_capacity,
+                            admission='drop_oldest' if settings.live else 'block',
+                            on_result=lambda result: self._on_result(result, built),
+                            **self._mode_arguments(settings, built.manifest))
+        built.pipeline = pipeline
+        try:
+            pipeline.wait_loaded()
+        except PipelineError:
+            pipeline.close()
+            raise
+        return built
 
     # -- frames --------------------------------------------------------------------------
 
@@ -149,7 +212,7 @@ class PerceptionEngine:
         self.pipeline.submit(frame, image)
         return frame
 
-    def _on_result(self, result: FrameResult) -> None:
+    def _on_result(self, result: FrameResult, built: _Built) -> None:
         with self._lock:
             info = self._frames.pop(result.frame_id)
             correct = None
@@ -158,13 +221,14 @@ class PerceptionEngine:
                 self.labelled += 1
                 self.correct += correct
                 self._recent.append(correct)
-        self.on_record(self.record(result, info, correct), info.image)
+        self.on_record(self.record(result, info, correct, built), info.image)
 
-    def record(self, result: FrameResult, info: FrameInfo, correct: Optional[bool]) -> dict:
-        """Build the ``dyn_perception/result/1`` record of one frame."""
+    def record(self, result: FrameResult, info: FrameInfo, correct: Optional[bool],
+               built: _Built) -> dict:
+        """Build the ``dyn_perception/result/1`` record of one frame of ``built``."""
         ok = result.status == OK
-        labels = self.manifest.labels
-        variant = self.pipeline.config.variant
+        labels = built.manifest.labels
+        variant = built.pipeline.config.variant
         return {
             'schema': RESULT_SCHEMA, 'frame': result.frame_id, 'stamp': list(info.stamp),
             'status': result.status,
@@ -175,7 +239,7 @@ class PerceptionEngine:
             'latency_ms': 1e3 * (info.held_s + result.latency_s),
             'inference_ms': 1e3 * sum(t.seconds for t in result.timings),
             'energy_j': result.energy_j, 'mode': result.mode or self.settings.mode,
-            'variant': variant.name, 'policy': self.pipeline.config.policy.name,
+            'variant': variant.name, 'policy': built.pipeline.config.policy.name,
             'ground_truth': info.ground_truth, 'correct': correct, 'error': result.error,
         }
 
@@ -215,6 +279,9 @@ class PerceptionEngine:
             values[f'utilisation.{device.name}'] = round(device.utilisation, 4)
         return values
 
-    def close(self) -> None:
-        self.pipeline.drain(timeout=10.0)
-        self.pipeline.close()
+    def close(self, timeout: float = 1.0) -> None:
+        """Finish what the pipelines hold for up to ``timeout`` s each and release them."""
+        self._discard_candidate()
+        for thread in self._retiring:
+            thread.join()
+        self._retire(self.pipeline, timeout)

@@ -233,7 +233,7 @@ class Engine:
                 self.serving[d] = s
                 self.wanted[d] = tuple(self.config.refs[i] for i in stage.segments)
 
-    def _needs_load(self, device: int) -> bool:
+    def needs_load(self, device: int) -> bool:
         return tuple(ref.key for ref in self.wanted[device]) != self.loaded[device]
 
     # -- frames in -----------------------------------------------------------------------
@@ -279,7 +279,7 @@ class Engine:
         for i in range(len(self.devices)):
             if self.state[i] != IDLE:
                 continue
-            if self._needs_load(i):
+            if self.needs_load(i):
                 self.state[i] = LOADING
                 tasks.append(LoadTask(i, self.wanted[i]))
                 continue
