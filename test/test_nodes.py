@@ -355,3 +355,29 @@ def test_a_change_that_cannot_be_built_is_refused_and_the_old_pipeline_serves(gr
     harness.send(5)
     wait_for(lambda: len(harness.results) >= harness.sent)
     assert all(r['status'] == 'ok' for r in harness.results)
+
+
+def test_a_storm_of_pipeline_changes_is_answered_promptly_and_every_frame_has_a_record(graph):
+    # 40 sets of num_tpus and queue_capacity back to back while frames flow: each builds a
+    # pipeline beside the running one; none may leave a frame without its record.
+    perception, harness = graph
+    answers = []
+
+    def storm():
+        for i in range(40):
+            answers.append(harness.set_parameters('perception', num_tpus=1 + i % 2,
+                                                  queue_capacity=4 + i % 3)[0])
+
+    start = time.monotonic()
+    thread = threading.Thread(target=storm)
+    thread.start()
+    while thread.is_alive():
+        harness.send(1, in_flight=4)
+    thread.join()
+    storm_s = time.monotonic() - start
+    assert len(answers) == 40 and all(a.successful for a in answers)
+    assert storm_s < 15.0, f'40 sets took {storm_s:.1f} s'
+    wait_for(lambda: len(harness.results) >= harness.sent)
+    assert sorted(r['frame'] for r in harness.results) == list(range(harness.sent))
+    for r in harness.results:
+        assert r['status'] == 'ok' or (r['status'] == 'dropped' and r['error']), r

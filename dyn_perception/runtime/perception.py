@@ -17,7 +17,8 @@ Result record schema ``dyn_perception/result/1`` (JSON object):
     0-based), exits (number of exits), latency_ms (arrival to result: any hold waiting for
     the frame's label included), inference_ms (sum
     of the segment invocations), energy_j, mode, variant, policy, ground_truth, correct
-    (both null without ground truth), error (null unless failed).
+    (both null without ground truth), error (null when ok; why the frame was dropped or
+    failed otherwise).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from dataclasses import dataclass
 import threading
 from typing import Any, Callable, Optional
 
-from dyn_perception.runtime.artifacts import load_manifest, Manifest
+from dyn_perception.runtime.artifacts import (
+    load_manifest, Manifest, MANIFEST_FILE, PROFILE_FILE, resolve_model_dir
+)
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
 from dyn_perception.runtime.exits import get_policy
 from dyn_perception.runtime.pipeline import Pipeline, PipelineError
@@ -76,7 +79,14 @@ class _Built:
 
     shape: tuple
     manifest: Manifest
+    files: tuple  # (path, mtime_ns, size) of manifest and profile, as read
     pipeline: Optional[Pipeline] = None
+
+
+def _artifact_files(manifest: Manifest) -> tuple:
+    paths = (manifest.directory / MANIFEST_FILE, manifest.directory / PROFILE_FILE)
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else (str(p),)
+                 for p in paths)
 
 
 # What building a pipeline raises for bad settings or artifacts: ArtifactError is a
@@ -93,6 +103,7 @@ class PerceptionEngine:
         self.on_record = on_record
         self.keep_images = keep_images
         self._lock = threading.Lock()
+        self._swap = threading.Lock()  # no frame goes to a pipeline being retired
         self._frames: dict[int, FrameInfo] = {}
         self._next_frame = 0
         self._recent = deque(maxlen=accuracy_window)
@@ -100,6 +111,7 @@ class PerceptionEngine:
         self.settings = settings
         self._candidate: Optional[_Built] = None
         self._retiring: list[threading.Thread] = []
+        self._built: Optional[_Built] = None
         self._built = self._build(settings)
 
     @property
@@ -150,7 +162,8 @@ class PerceptionEngine:
                 self._discard_candidate()
                 built = self._build(settings)
             self._candidate = None
-            old, self._built = self._built, built
+            with self._swap:
+                old, self._built = self._built, built
             retire = threading.Thread(target=self._retire, args=(old.pipeline,), daemon=True,
                                       name='pipeline-retire')
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
@@ -184,10 +197,26 @@ class PerceptionEngine:
                 'thresholds': list(settings.thresholds) or settings.mode}
 
     def _build(self, settings: PerceptionSettings) -> _Built:
-        """Open the manifest, profile, devices and pipeline; return once its segments load."""
-        built = _Built(settings.pipeline_shape(), load_manifest(settings.model))
+        """
+        Open the manifest, profile, devices and pipeline; return once its segments load.
+
+        Parsing manifest and profile is most of a rebuild's time (0.4-1.4 s of YAML for the
+        shipped model here); when the model's files are those the running pipeline read,
+        their parsed form is reused, so a new backend, device count or queue size takes
+        only the devices' loading.
+        """
+        running = self._built
+        profile = None
+        if running is not None and resolve_model_dir(settings.model) == \
+                running.manifest.directory and _artifact_files(running.manifest) == running.files:
+            manifest, files, profile = running.manifest, running.files, running.pipeline.profile
+        else:
+            manifest = load_manifest(settings.model)
+            files = _artifact_files(manifest)
+        built = _Built(settings.pipeline_shape(), manifest, files)
         devices = make_devices(settings.backend, settings.num_tpus, clock='wall')
-        pipeline = Pipeline(built.manifest, devices, queue_capacity=settings.queue_capacity,
+        pipeline = Pipeline(built.manifest, devices, profile=profile,
+                            queue_capacity=settings.queue_capacity,
                             admission='drop_oldest' if settings.live else 'block',
                             on_result=lambda result: self._on_result(result, built),
                             **self._mode_arguments(settings, built.manifest))
@@ -209,7 +238,8 @@ class PerceptionEngine:
             self._next_frame += 1
             self._frames[frame] = FrameInfo(stamp, ground_truth,
                                             image if self.keep_images else None, held_s)
-        self.pipeline.submit(frame, image)
+        with self._swap:
+            self.pipeline.submit(frame, image)
         return frame
 
     def _on_result(self, result: FrameResult, built: _Built) -> None:
