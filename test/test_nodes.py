@@ -196,6 +196,8 @@ def test_parameters_are_checked_like_ros2_param_set(graph):
     assert not bad_type.successful
     described = perception.describe_parameter('num_tpus')
     assert described.integer_range[0].to_value == 16 and described.description
+    mode = perception.describe_parameter('mode')
+    assert mode.additional_constraints == 'one of: auto, ' + ', '.join(perception.modes)
 
 
 def test_energy_mode_changes_thresholds_within_a_few_frames(graph):
