@@ -211,7 +211,7 @@ def check_partitions(tasks: tuple[GangTask, ...], verdict, rng: np.random.Genera
 
 def check_global(tasks: tuple[GangTask, ...], tpus: int, rule: Dispatch, bounds,
                  found, rng: np.random.Generator) -> tuple[bool, str]:
-    """An accepted global verdict against the exhaustive search, or random runs past it."""
+    """Check an accepted global verdict by the exhaustive search, or random runs past it."""
     if found.status == 'gave-up':
         return validate(tasks, tpus, rule, bounds, rng).sound, 'random'
     return (found.schedulable and all(w <= r for w, r in zip(found.worst_response, bounds)),
@@ -264,7 +264,7 @@ def judge_set(tasks: tuple[GangTask, ...], tpus: int, rng: np.random.Generator,
 
 
 def issue_point(args: tuple[int, int, float, int, int]) -> dict:
-    """Acceptance counts of every curve at one (m, U) point, and the checks of accepted sets."""
+    """Count what every curve accepts at one (m, U) point, and check the accepted sets."""
     seed, tpus, utilisation, sets, budget = args
     rng = np.random.default_rng(seed)
     counts: dict = {'tpus': tpus, 'utilisation': utilisation, 'sets': sets}
@@ -479,7 +479,7 @@ def plot(path: str, ratios: list[dict], times: dict, configs: list[dict]) -> Non
 
 
 def plot_issue(path: str, points: list[dict]) -> None:
-    """Accepted fraction per analysis at issue 15's points, both rules."""
+    """Plot the accepted fraction per analysis at issue 15's points, both rules."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
