@@ -517,7 +517,7 @@ def main() -> int:
     parser.add_argument('--config-cases', type=int, default=30, help='instances per size')
     parser.add_argument('--issue-sets', type=int, default=200,
                         help='sets per point of the issue-15 ratio table')
-    parser.add_argument('--varying-sets', type=int, default=1500,
+    parser.add_argument('--varying-sets', type=int, default=1800,
                         help='further accepted sets checked with varying execution times')
     parser.add_argument('--exhaustive-budget', type=int, default=ISSUE_BUDGET,
                         help='states per exhaustive search before random runs take over')
