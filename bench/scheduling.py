@@ -17,6 +17,13 @@ Gang scheduling on m TPUs: schedulability ratios, analysis time, validation, con
    unsound variants (the naive carry-in port, the test without blocking, the blocking
    one tick short) are validated the same way on the sets only they accept.
 4. Configuration choice: exact branch and bound against the heuristic (gap, time).
+5. Issue 15: the issue's population (UUniFast-discard, periods from {10, 20, 40, 50, 100},
+   D uniform in [0.6, 1] T, widths uniform 1..m, 2 to 2m tasks, deadline-monotonic) at
+   m = 2, 4, 8: the global test (the baseline, with and without OPA), strict partitioning,
+   the job-level analysis and the exhaustive search (synchronous periodic, every execution
+   time in [1, C]) for both rules, and the best of what ships.  Every set a shipped
+   analysis accepts, there and in a further population, is checked with varying
+   execution times: exhaustively where the state budget allows, else by random runs.
 
     python bench/scheduling.py [--json OUT] [--png OUT] [--validation-sets N] [--quick]
 
@@ -35,8 +42,8 @@ import time
 
 import _paths  # noqa: F401 - puts the repository root on sys.path
 from dyn_perception.runtime.scheduling import (
-    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangTask, Knapsack,
-    validate
+    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, explore, GangTask,
+    Knapsack, partition, validate
 )
 from dyn_perception.runtime.scheduling.analysis import GangAnalysis, WindowBound
 from dyn_perception.runtime.scheduling.generators import random_streams, random_task_set
@@ -59,6 +66,12 @@ RATIO_WIDTHS = (1, 2, 3, 4)
 CONFIG_SIZES = (3, 4, 6, 8)
 HEURISTIC_ONLY_SIZES = (12,)
 CONFIG_TPUS = 4
+# Issue 15's points (m, U), population and exhaustive-search budget (states per search).
+ISSUE_POINTS = ((2, 0.8), (4, 1.6), (8, 2.4), (8, 3.2))
+ISSUE_PERIODS = (10, 20, 40, 50, 100)
+ISSUE_DEADLINES = (0.6, 1.0)
+ISSUE_BUDGET = 20_000
+ISSUE_CURVES = ('test', 'test+opa', 'job-level', 'exact', 'gave-up')
 # Validation work is dealt out in chunks with their own seeds: same numbers for any --jobs.
 CHUNK = 250
 
@@ -169,6 +182,149 @@ def validation_chunk(args: tuple[int, int, str | None]) -> dict:
         if not outcome.sound and len(tally['examples']) < 3:
             tally['examples'].append((rule.value, tpus, tasks, verdict.response_times))
     return tally
+
+
+def issue_set(rng: np.random.Generator, tpus: int, utilisation: float) -> tuple[GangTask, ...]:
+    """One set of issue 15's population."""
+    return random_task_set(rng, tpus, int(rng.integers(2, 2 * tpus + 1)), utilisation,
+                           deadline_ratio=ISSUE_DEADLINES, period_choices=ISSUE_PERIODS)
+
+
+def check_partitions(tasks: tuple[GangTask, ...], verdict, rng: np.random.Generator,
+                     budget: int) -> tuple[bool, str]:
+    """Search every partition alone (its tasks widened to it); random runs past the budget."""
+    method = 'exhaustive'
+    for part in verdict.partitions:
+        members = [GangTask(tasks[i].wcet, tasks[i].deadline, tasks[i].period, part.width)
+                   for i in part.tasks]
+        found = explore(members, part.width, Dispatch.STRICT, budget=budget)
+        if found.status == 'gave-up':
+            method = 'random'
+            if not validate(members, part.width, Dispatch.STRICT, part.response_times,
+                            rng).sound:
+                return False, method
+        elif not found.schedulable or any(
+                w > r for w, r in zip(found.worst_response, part.response_times)):
+            return False, method
+    return True, method
+
+
+def check_global(tasks: tuple[GangTask, ...], tpus: int, rule: Dispatch, bounds,
+                 found, rng: np.random.Generator) -> tuple[bool, str]:
+    """Check an accepted global verdict by the exhaustive search, or random runs past it."""
+    if found.status == 'gave-up':
+        return validate(tasks, tpus, rule, bounds, rng).sound, 'random'
+    return (found.schedulable and all(w <= r for w, r in zip(found.worst_response, bounds)),
+            'exhaustive')
+
+
+def judge_set(tasks: tuple[GangTask, ...], tpus: int, rng: np.random.Generator,
+              budget: int) -> tuple[dict, dict]:
+    """Every shipped analysis and the exhaustive search on one set; check what accepts."""
+    accepted: dict[str, bool] = {}
+    checks = {'checked': 0, 'unsound': 0, 'exhaustive': 0, 'random': 0}
+    verdicts = []
+    for rule in RULES:
+        found = explore(tasks, tpus, rule, budget=budget)
+        verdict = analyse(tasks, tpus, rule)
+        accepted[f'{rule.value}/test'] = bool(verdict)
+        accepted[f'{rule.value}/test+opa'] = bool(verdict)
+        if verdict:
+            verdicts.append((tasks, rule, verdict.response_times, found))
+        else:
+            assignment = assign_priorities(tasks, tpus, rule)
+            if assignment.verdict:
+                accepted[f'{rule.value}/test+opa'] = True
+                verdicts.append((reorder(tasks, assignment.order), rule,
+                                 assignment.verdict.response_times, None))
+        # On synchronous periodic releases the job-level analysis is this very search
+        # (its fallback, the sporadic test, is counted as 'test').
+        accepted[f'{rule.value}/job-level'] = found.schedulable
+        accepted[f'{rule.value}/exact'] = found.schedulable
+        accepted[f'{rule.value}/gave-up'] = found.status == 'gave-up'
+    split = partition(tasks, tpus)
+    accepted['partitioned'] = bool(split)
+    for ordered, rule, bounds, found in verdicts:
+        if found is None:
+            found = explore(ordered, tpus, rule, budget=budget)
+        sound, method = check_global(ordered, tpus, rule, bounds, found, rng)
+        checks['checked'] += 1
+        checks['unsound'] += not sound
+        checks[method] += 1
+    if split:
+        sound, method = check_partitions(tasks, split, rng, budget)
+        checks['checked'] += 1
+        checks['unsound'] += not sound
+        checks[method] += 1
+    sporadic = [accepted[f'{rule.value}/test+opa'] for rule in RULES] + [accepted['partitioned']]
+    accepted['best-sporadic'] = any(sporadic)
+    accepted['best'] = any(sporadic) or any(accepted[f'{rule.value}/job-level']
+                                            for rule in RULES)
+    return accepted, checks
+
+
+def issue_point(args: tuple[int, int, float, int, int]) -> dict:
+    """Count what every curve accepts at one (m, U) point, and check the accepted sets."""
+    seed, tpus, utilisation, sets, budget = args
+    rng = np.random.default_rng(seed)
+    counts: dict = {'tpus': tpus, 'utilisation': utilisation, 'sets': sets}
+    checks = {'checked': 0, 'unsound': 0, 'exhaustive': 0, 'random': 0, 'sets_checked': 0}
+    for _ in range(sets):
+        accepted, checked = judge_set(issue_set(rng, tpus, utilisation), tpus, rng, budget)
+        for key, value in accepted.items():
+            counts[key] = counts.get(key, 0) + value
+        for key, value in checked.items():
+            checks[key] += value
+        checks['sets_checked'] += checked['checked'] > 0
+    counts['checks'] = checks
+    return counts
+
+
+def varying_chunk(args: tuple[int, int, int]) -> dict:
+    """Draw issue-15 sets at random m and U until `wanted` are accepted by something; check."""
+    seed, wanted, budget = args
+    rng = np.random.default_rng(seed)
+    checks = {'checked': 0, 'unsound': 0, 'exhaustive': 0, 'random': 0, 'sets_checked': 0}
+    while checks['sets_checked'] < wanted:
+        tpus = int(rng.choice([2, 4, 8]))
+        _, checked = judge_set(issue_set(rng, tpus, rng.uniform(0.1, 0.7) * tpus), tpus, rng,
+                               budget)
+        for key, value in checked.items():
+            checks[key] += value
+        checks['sets_checked'] += checked['checked'] > 0
+    return checks
+
+
+def report_issue(points: list[dict], varying: dict) -> dict:
+    """Print the issue's ratio table; return its flat keys."""
+    columns = [f'{rule.value}/{curve}' for curve in ISSUE_CURVES for rule in RULES]
+    columns += ['partitioned', 'best-sporadic', 'best']
+    print()
+    print(format_table(['m', 'U', *columns],
+                       [[p['tpus'], p['utilisation'], *(p.get(c, 0) / p['sets'] for c in columns)]
+                        for p in points]))
+    keys = {}
+    for p in points:
+        tag = f'm{p["tpus"]}_u{round(10 * p["utilisation"])}'
+        for rule in RULES:
+            keys[f'accept_{tag}_{rule.value}'] = p[f'{rule.value}/test'] / p['sets']
+            keys[f'accept_{tag}_{rule.value}_opa'] = p[f'{rule.value}/test+opa'] / p['sets']
+            keys[f'exact_{tag}_{rule.value}'] = p[f'{rule.value}/exact'] / p['sets']
+            keys[f'gave_up_{tag}_{rule.value}'] = p[f'{rule.value}/gave-up'] / p['sets']
+        keys[f'accept_{tag}_partitioned'] = p['partitioned'] / p['sets']
+        keys[f'accept_{tag}_best_sporadic'] = p['best-sporadic'] / p['sets']
+        keys[f'accept_{tag}_best'] = p['best'] / p['sets']
+    total = {key: varying[key] + sum(p['checks'][key] for p in points) for key in varying}
+    keys['varying_exec_validated_sets'] = total['sets_checked']
+    keys['misses_on_accepted_varying'] = total['unsound']
+    keys['varying_exec_verdicts_checked'] = total['checked']
+    keys['varying_exec_exhaustive_share'] = total['exhaustive'] / max(1, total['checked'])
+    return keys
+
+
+def merge_counts(tallies: list[dict]) -> dict:
+    """Add up integer tallies key by key."""
+    return {key: sum(t[key] for t in tallies) for key in tallies[0]}
 
 
 def merge(tallies: list[dict]) -> dict:
@@ -322,6 +478,31 @@ def plot(path: str, ratios: list[dict], times: dict, configs: list[dict]) -> Non
     print(f'wrote {path}')
 
 
+def plot_issue(path: str, points: list[dict]) -> None:
+    """Plot the accepted fraction per analysis at issue 15's points, both rules."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    labels = [f'm={p["tpus"]}\nU={p["utilisation"]}' for p in points]
+    curves = [f'{rule.value}/{curve}' for rule in RULES for curve in ('test', 'test+opa', 'exact')]
+    curves += ['partitioned', 'best-sporadic', 'best']
+    figure, axis = plt.subplots(figsize=(12, 5))
+    width = 0.8 / len(curves)
+    for k, curve in enumerate(curves):
+        axis.bar(np.arange(len(points)) + (k - len(curves) / 2) * width,
+                 [p.get(curve, 0) / p['sets'] for p in points], width, label=curve)
+    axis.set_xticks(np.arange(len(points)), labels)
+    axis.set(ylabel='accepted fraction', ylim=(0, 1.05),
+             title='issue 15 population: global test (baseline), partitioned, exhaustive '
+                   '(synchronous periodic = job-level), best of shipped')
+    axis.legend(ncol=3, fontsize='small')
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    print(f'wrote {path}')
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,13 +515,19 @@ def main() -> int:
     parser.add_argument('--ratio-sets', type=int, default=200, help='sets per utilisation')
     parser.add_argument('--timing-sets', type=int, default=20, help='accepted sets per size')
     parser.add_argument('--config-cases', type=int, default=30, help='instances per size')
+    parser.add_argument('--issue-sets', type=int, default=200,
+                        help='sets per point of the issue-15 ratio table')
+    parser.add_argument('--varying-sets', type=int, default=1800,
+                        help='further accepted sets checked with varying execution times')
+    parser.add_argument('--exhaustive-budget', type=int, default=ISSUE_BUDGET,
+                        help='states per exhaustive search before random runs take over')
     parser.add_argument('--quick', action='store_true', help='a smoke run: 10x fewer sets')
     parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1)
     parser.add_argument('--seed', type=int, default=2026)
     args = parser.parse_args()
     if args.quick:
         for name in ('validation_sets', 'mutant_sets', 'ratio_sets', 'timing_sets',
-                     'config_cases'):
+                     'config_cases', 'issue_sets', 'varying_sets'):
             setattr(args, name, max(2, getattr(args, name) // 10))
     began = time.perf_counter()
 
@@ -363,6 +550,15 @@ def main() -> int:
         mutants = {name: merge(list(pool.map(validation_chunk,
                                              chunks(args.mutant_sets, 5000 + 1000 * i, name))))
                    for i, name in enumerate(MUTANTS)}
+        points = list(pool.map(issue_point, [
+            (args.seed + 20_000 + i, m, u, args.issue_sets, args.exhaustive_budget)
+            for i, (m, u) in enumerate(ISSUE_POINTS)]))
+        varying_sizes = [CHUNK // 5] * (args.varying_sets // (CHUNK // 5))
+        if args.varying_sets % (CHUNK // 5):
+            varying_sizes.append(args.varying_sets % (CHUNK // 5))
+        varying = merge_counts(list(pool.map(varying_chunk, [
+            (args.seed + 30_000 + i, size, args.exhaustive_budget)
+            for i, size in enumerate(varying_sizes)])))
         configs = list(pool.map(configuration_case, [
             (args.seed + 9000 + 100 * size + i, size, size in CONFIG_SIZES)
             for size in CONFIG_SIZES + HEURISTIC_ONLY_SIZES for i in range(args.config_cases)]))
@@ -376,8 +572,10 @@ def main() -> int:
     ratio_keys = report_ratios(ratios)
     validation_keys = report_validation(checked, mutants)
     config_keys = report_configurations(configs)
-    results = {**summary, **ratio_keys, **validation_keys, **config_keys,
+    issue_keys = report_issue(points, varying)
+    results = {**summary, **issue_keys, **ratio_keys, **validation_keys, **config_keys,
                'bench_seconds': time.perf_counter() - began, 'ratios': ratios,
+               'issue_points': points,
                'analysis_ms': {f'{rule}/{size}': value for (rule, size), value in times.items()}}
     print()
     print(f'validated_sets={results["validated_sets"]} '
@@ -388,8 +586,10 @@ def main() -> int:
           f'{results["ratio_gain_vs_baseline_at_half_load"]:.3f} '
           f'({results["bench_seconds"]:.0f} s)')
     plot(args.png, ratios, times, configs)
+    plot_issue(str(Path(args.png).with_name(Path(args.png).stem + '_issue15.png')), points)
     write_json(args.json, results)
-    return 0 if checked['unsound_sets'] == 0 else 1
+    return 0 if checked['unsound_sets'] == 0 and issue_keys['misses_on_accepted_varying'] == 0 \
+        else 1
 
 
 if __name__ == '__main__':

@@ -4,8 +4,16 @@ Least-energy configuration: a model variant and a gang width per stream.
 Each stream offers options (variant, width) with a WCET, an energy per job and an accuracy;
 an option is admissible if it keeps the stream's accuracy floor, fits the platform and
 has C <= D.  A configuration picks one admissible option per stream; its cost is the
-energy rate sum_i E_i / T_i; it is feasible if some priority order passes the test
-(`assign_priorities`: OPA, else deadline-monotonic).
+energy rate sum_i E_i / T_i; it is feasible if one of the analyses allowed accepts it, tried
+in this order and recorded in `Configuration.analysis`:
+- 'global': some priority order passes the global test (`assign_priorities`: OPA, else
+  deadline-monotonic);
+- 'partitioned': strict partitioning (`partitioned.partition`, deadline-monotonic within);
+- 'job-level': the exact search of synchronous periodic releases (`joblevel`), only if
+  asked for, since it is valid only where the dispatcher enforces those release instants.
+Removing a task can hurt the partitioning heuristic and the exact search (first-fit and
+execution-time anomalies), so with them the pruning on rejected partial sets below may
+miss a cheaper configuration: it never accepts a rejected one.
 
 Both searches rely on one property of that acceptance: removing a task never turns an
 accepted set into a rejected one (fewer tasks above or below only shrink Omega, and
@@ -34,13 +42,20 @@ import math
 from typing import Sequence
 
 from .analysis import GangAnalysis
+from .joblevel import job_level_analysis
 from .knapsack import Knapsack
+from .partitioned import Partition, partition
 from .priority import assign_priorities, deadline_monotonic, reorder
 from .tasks import Dispatch, GangTask, SchedulingError
 
 
 class InvalidStreamError(SchedulingError):
     """A stream or option description that cannot be turned into gang tasks."""
+
+
+ANALYSES = ('global', 'partitioned', 'job-level')
+# Job-level needs enforced synchronous releases: opt in.
+DEFAULT_ANALYSES = ('global', 'partitioned')
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,10 @@ class Configuration:
     # R_i per stream, in stream order.
     response_times: tuple[int, ...]
     energy_rate: float
+    # Which analysis accepted it ('global', 'partitioned', 'job-level').
+    analysis: str = 'global'
+    # For 'partitioned': the partitions, their `tasks` as stream indices.
+    partitions: tuple[Partition, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,12 @@ class _Problem:
     """Streams, platform and test, with the acceptance check the searches share."""
 
     def __init__(self, streams: Sequence[Stream], tpus: int, rule: Dispatch,
-                 knapsack: Knapsack) -> None:
+                 knapsack: Knapsack, analyses: Sequence[str]) -> None:
+        unknown = [name for name in analyses if name not in ANALYSES]
+        if unknown or not analyses:
+            raise InvalidStreamError(f'analyses must be a non-empty subset of {ANALYSES}, '
+                                     f'got {tuple(analyses)!r}')
+        self.analyses_allowed = tuple(analyses)
         self.streams = tuple(streams)
         self.tpus = tpus
         self.rule = Dispatch(rule)
@@ -156,14 +180,42 @@ class _Problem:
         if sum(task.utilisation for task in tasks) > self.tpus:
             return None
         self.analyses += 1
-        assignment = assign_priorities(tasks, self.tpus, self.rule, self.knapsack)
-        if not assignment.verdict:
+        for name in self.analyses_allowed:
+            found = self._accepts(name, tasks)
+            if found is None:
+                continue
+            order, bounds, partitions = found
+            priorities = tuple(indices[position] for position in order)
+            by_stream = dict(zip(priorities, bounds))
+            return Configuration(
+                tuple(picks[i] for i in indices), priorities,
+                tuple(by_stream[i] for i in indices),
+                sum(self.streams[i].energy_rate(picks[i]) for i in indices), name,
+                tuple(Partition(part.tpus, tuple(indices[t] for t in part.tasks),
+                                part.response_times) for part in partitions))
+        return None
+
+    def _accepts(self, name: str, tasks: list[GangTask]
+                 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Partition, ...]] | None:
+        """Priority order (positions in `tasks`), bounds in that order, partitions; or None."""
+        if name == 'global':
+            assignment = assign_priorities(tasks, self.tpus, self.rule, self.knapsack)
+            if not assignment.verdict:
+                return None
+            return assignment.order, assignment.verdict.response_times, ()
+        order = deadline_monotonic(tasks)
+        ordered = reorder(tasks, order)
+        if name == 'partitioned':
+            split = partition(ordered, self.tpus)
+            if not split:
+                return None
+            parts = tuple(Partition(part.tpus, tuple(order[t] for t in part.tasks),
+                                    part.response_times) for part in split.partitions)
+            return order, tuple(split.response_times), parts
+        verdict = job_level_analysis(ordered, self.tpus, self.rule)
+        if not verdict or verdict.method != 'job-level':
             return None
-        priorities = tuple(indices[position] for position in assignment.order)
-        bounds = dict(zip(priorities, assignment.verdict.response_times))
-        return Configuration(
-            tuple(picks[i] for i in indices), priorities, tuple(bounds[i] for i in indices),
-            sum(self.streams[i].energy_rate(picks[i]) for i in indices))
+        return order, verdict.response_times, ()
 
     def lateness(self, picks: dict[int, Option]) -> float:
         """How far the deadline-monotonic bounds overshoot; 0 when that order passes."""
@@ -185,9 +237,10 @@ class _Problem:
 
 
 def choose_exact(streams: Sequence[Stream], tpus: int, rule: Dispatch,
-                 knapsack: Knapsack = Knapsack.EXACT) -> Selection:
+                 knapsack: Knapsack = Knapsack.EXACT,
+                 analyses: Sequence[str] = DEFAULT_ANALYSES) -> Selection:
     """Find the least-energy accepted configuration by branch and bound (few streams)."""
-    problem = _Problem(streams, tpus, rule, knapsack)
+    problem = _Problem(streams, tpus, rule, knapsack, analyses)
     reason = problem.infeasibility()
     if reason:
         return Selection(None, reason, 0)
@@ -218,9 +271,10 @@ def choose_exact(streams: Sequence[Stream], tpus: int, rule: Dispatch,
 
 
 def choose_heuristic(streams: Sequence[Stream], tpus: int, rule: Dispatch,
-                     knapsack: Knapsack = Knapsack.EXACT) -> Selection:
+                     knapsack: Knapsack = Knapsack.EXACT,
+                     analyses: Sequence[str] = DEFAULT_ANALYSES) -> Selection:
     """Find a low-energy accepted configuration by greedy repair and descent (any size)."""
-    problem = _Problem(streams, tpus, rule, knapsack)
+    problem = _Problem(streams, tpus, rule, knapsack, analyses)
     reason = problem.infeasibility()
     if reason:
         return Selection(None, reason, 0)
