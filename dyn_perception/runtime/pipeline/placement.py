@@ -100,7 +100,7 @@ def reach_probabilities(variant: Variant, exit_rates: Sequence[float]) -> tuple[
 def nearest_operating_point(profile: Optional[VariantProfile], policy: str,
                             thresholds: Sequence[Optional[float]]) -> Optional[OperatingPoint]:
     """
-    The profile's measured setting nearest to ``thresholds`` (None when nothing comparable).
+    Find the profile's measured setting nearest to ``thresholds`` (None if none compares).
 
     A measured point with an exit disabled where ``thresholds`` enables it (or the reverse)
     is not comparable; nor is anything when every exit is disabled.

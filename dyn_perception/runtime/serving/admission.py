@@ -278,7 +278,7 @@ class Planner:
 
     def with_loading(self, admitted: Admitted, load_s: float) -> Admitted:
         """
-        Bounds of ``admitted`` right after a switch whose model loads take ``load_s``.
+        Bound ``admitted`` through a switch whose model loads take ``load_s``.
 
         The switch happens at a tick where no job runs or waits; the loads then hold the
         devices they touch for L ticks.  That is one job of C = L + 1 (it may start the tick a
@@ -308,7 +308,7 @@ class Planner:
     # -- reasons ---------------------------------------------------------------------------
 
     def _check_alone(self, streams: Sequence[Served], tasks: Sequence[Stream]) -> None:
-        """A stream with no option meeting its deadline on an empty pool is refused alone."""
+        """Refuse alone a stream with no option that meets its deadline on an empty pool."""
         for served, task in zip(streams, tasks):
             if task.admissible(self.tpus):
                 continue

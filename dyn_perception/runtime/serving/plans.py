@@ -229,4 +229,3 @@ def unique_refs(refs: Sequence[SegmentRef]) -> tuple[SegmentRef, ...]:
             seen.add(ref.key)
             kept.append(ref)
     return tuple(kept)
-

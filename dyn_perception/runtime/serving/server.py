@@ -111,10 +111,11 @@ class StreamServer:
     # -- streams and admission --------------------------------------------------------------
 
     def _declare(self, spec: StreamSpec) -> Served:
+        served = Served(spec, self._model(spec))
         if spec.name not in self.accounts:
             self.accounts[spec.name] = StreamAccount(spec.name)
         self.specs[spec.name] = spec
-        return Served(spec, self._model(spec))
+        return served
 
     def _model(self, spec: StreamSpec) -> ServedModel:
         if spec.model not in self.models:
@@ -169,7 +170,7 @@ class StreamServer:
         self.admitted, self.served, self.mode = admitted, streams, admitted.mode
 
     def _request(self, streams: tuple[Served, ...], mode: str, reason: str) -> None:
-        """Steps 1 and 2 of the protocol; step 3 happens at the next idle tick."""
+        """Run steps 1 and 2 of the protocol; step 3 happens at the next idle tick."""
         with self.lock:
             switch = self._plan_switch(streams, mode)
             self._pending = switch
@@ -234,7 +235,7 @@ class StreamServer:
         return next((s for s in self.served if s.spec.name == name), None)
 
     def _release(self, stream: str, payload: Any, release_s: float, frame_id: Any) -> None:
-        """A frame arrives (lock held): drop it with a reason or queue it for its tick."""
+        """Take one arriving frame (lock held): drop it with a reason or queue it for its tick."""
         account = self.accounts[stream]
         account.released += 1
         spec = self.specs[stream]
@@ -258,7 +259,7 @@ class StreamServer:
 
     def on_tick(self, tick: int, completions: Sequence[tuple[GangJob, JobOutcome]],
                 releases: Sequence[GangJob], unreserve: bool) -> tuple[list[GangJob], Any]:
-        """Completions, then a due switch, then releases, then one dispatch."""
+        """Process one tick: completions, a due switch, releases, then one dispatch."""
         for job, outcome in completions:
             self.dispatcher.complete(job)
             self._finish(job, outcome, tick)
@@ -292,7 +293,7 @@ class StreamServer:
                        model.manifest.input, start_s, frame_id)
 
     def _prefer(self, stream: str, idle: Sequence[int]) -> list[int]:
-        """Gang order for a global job: devices holding stage k's segments at position k."""
+        """Order a global job's gang: devices holding stage k's segments at position k."""
         plan = self.admitted.plans[stream]
         if plan.residency != SWAP:
             return list(idle)
@@ -350,7 +351,7 @@ class StreamServer:
     # -- reports ---------------------------------------------------------------------------
 
     def report(self) -> list[dict]:
-        """One row per declared stream: counters, response against bound, misses, energy."""
+        """Report one row per declared stream: counters, response vs bound, misses, energy."""
         with self.lock:
             elapsed = max(self.executor.now, _EPS)
             idle_w = self.devices[0].idle_power_w
@@ -416,7 +417,7 @@ class VirtualExecutor:
             self._run(self._events[0][0])
 
     def kick(self) -> None:
-        """A switch waits for the next tick with events, or for the next advance."""
+        """Do nothing: a switch waits for the next tick with events, or the next advance."""
 
     def _run(self, last_tick: int) -> None:
         """Process every tick up to ``last_tick`` that has events."""

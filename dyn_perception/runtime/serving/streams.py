@@ -70,7 +70,7 @@ class StreamSpec:
         return 1.0 / self.period_s
 
     def floor(self, mode: str, order: Sequence[str]) -> float:
-        """The floor in ``mode``: its own, else the strictest of the more frugal modes', else 0."""
+        """Return the floor in ``mode``: its own, else the strictest later mode's, else 0."""
         if mode in self.accuracy_floor:
             return float(self.accuracy_floor[mode])
         later = list(order)[list(order).index(mode) + 1:] if mode in order else []
