@@ -143,7 +143,7 @@ class GangPlan:
 
     @property
     def wcet_s(self) -> float:
-        """A frame that reaches the final exit, every stage swapped in first."""
+        """Bound the job: a frame reaching the final exit, every stage swapped in first."""
         return sum(self.swap_s) + sum(self.segment_s)
 
     def stage_refs(self, position: int) -> tuple[SegmentRef, ...]:
