@@ -120,7 +120,10 @@ class Planner:
                 union: Optional[tuple[SegmentRef, ...]] = None,
                 widths: Optional[Sequence[int]] = None,
                 points=None) -> tuple[list[Option], dict[tuple[str, int], GangPlan]]:
-        """Admissible options of a stream in ``mode`` and the plans behind them."""
+        """Admissible options of a stream in ``mode`` and the plans behind them.
+
+        ``points`` and ``widths`` restrict the choice (baselines); None allows everything.
+        """
         floor = served.spec.floor(mode, self.modes)
         chosen = [p for p in (points or served.model.points) if p.accuracy >= floor - _EPS]
         plans: dict[tuple[str, int], GangPlan] = {}
@@ -153,7 +156,7 @@ class Planner:
         # Resident when everything the streams may run fits one cache together; else swaps.
         residency = RESIDENT if fits_together(self.device, union) else SWAP
         held = union if residency == RESIDENT else None
-        built = [self.options(served, mode, residency, held, widths, points)
+        built = [self.options(served, mode, residency, held, *_limits(served, widths, points))
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
@@ -191,7 +194,7 @@ class Planner:
         """
         for served in streams:
             self.floor_check(served, mode)
-        built = [self.options(served, mode, RESIDENT, None, widths, points)
+        built = [self.options(served, mode, RESIDENT, None, *_limits(served, widths, points))
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
@@ -349,6 +352,12 @@ class Planner:
                 f'its response bound exceeds its deadline by '
                 f'{"more than " if worst >= limit else ""}{ms:.2f} ms (TPU demand '
                 f'{demand:.2f} of {self.tpus})')
+
+
+def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> tuple:
+    """A stream's restrictions, from maps by stream name (None: no restriction)."""
+    name = served.spec.name
+    return ((widths or {}).get(name), (points or {}).get(name))
 
 
 def _width(members: dict[int, Option]) -> int:

@@ -70,7 +70,9 @@ class StreamServer:
     def __init__(self, config: StreamFile, devices: Sequence[Device], mode: Optional[str] = None,
                  *, models: Optional[dict[str, ServedModel]] = None,
                  modes: Optional[Sequence[str]] = None,
-                 on_result: Optional[Callable[[dict], None]] = None, exact: bool = False):
+                 on_result: Optional[Callable[[dict], None]] = None, exact: bool = False,
+                 planner: Optional[Planner] = None,
+                 exit_trace: Optional[Callable[[Any, int], int]] = None):
         self.pool: PoolSpec = config.pool
         self.devices = list(devices)
         if len(self.devices) != self.pool.tpus:
@@ -87,8 +89,13 @@ class StreamServer:
         if self.mode not in self.modes:
             raise ServingError(f'mode {self.mode!r} is not one of {self.modes}')
         self.models: dict[str, ServedModel] = dict(models or {})
-        self.planner = Planner(self.devices[0], ModelledEdgeTPU('probe', timing), self.pool.tpus,
-                               self.pool.rule, self.pool.tick_s, self.modes, exact)
+        # A shared planner keeps its plans across servers (benchmarks build many).
+        self.planner = planner or Planner(self.devices[0], ModelledEdgeTPU('probe', timing),
+                                          self.pool.tpus, self.pool.rule, self.pool.tick_s,
+                                          self.modes, exact)
+        # Replay of recorded frames: an int payload is a frame index, its exit depends on the
+        # point that runs it (``exit_trace(point, frame)``); without it an int is the exit.
+        self.exit_trace = exit_trace
         self.on_result = on_result
         self.dispatcher = GangDispatcher(self.pool.tpus, self.pool.rule)
         self.accounts: dict[str, StreamAccount] = {}
@@ -134,14 +141,18 @@ class StreamServer:
 
     def _admit_at_start(self, specs: Sequence[StreamSpec]) -> None:
         """Admit the file's streams in order; one that does not fit is rejected, not fatal."""
-        kept: list[Served] = []
-        for spec in specs:
-            served = Served(spec, self._model(spec))
-            try:
-                self._admit([*kept, served], self.mode)
-                kept.append(served)
-            except ServingError as err:
-                self.rejections[spec.name] = str(err)
+        kept = [Served(spec, self._model(spec)) for spec in specs]
+        try:
+            self._admit(kept, self.mode)
+        except ServingError:
+            # Not all of them: admit in file order, rejecting each one that does not fit.
+            candidates, kept = kept, []
+            for served in candidates:
+                try:
+                    self._admit([*kept, served], self.mode)
+                    kept.append(served)
+                except ServingError as err:
+                    self.rejections[served.spec.name] = str(err)
         if not kept:
             raise ServingError('no stream can be admitted: ' + '; '.join(self.rejections.values()))
         # Start-up: the loads happen before the first frame, outside the analysis.
@@ -289,6 +300,8 @@ class StreamServer:
         plan = self.admitted.plans[job.stream]
         model = self._served(job.stream).model
         payload, frame_id = job.payload
+        if self.exit_trace is not None and isinstance(payload, (int, np.integer)):
+            payload = self.exit_trace(plan.point, int(payload))
         return run_job(plan, [self.devices[d] for d in job.gang], payload,
                        model.manifest.input, start_s, frame_id)
 
