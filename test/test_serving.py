@@ -238,3 +238,20 @@ def test_wall_clock_executor_serves_and_accounts():
     rows = {row['stream']: row for row in server.report()}
     assert rows['front']['completed'] == 3 and rows['rear']['completed'] == 3
     assert rows['front']['energy_per_frame_mj'] > 0
+
+
+def test_demo_multi_stream_part_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    import argparse
+    from dyn_perception import demo
+    plot = tmp_path / 'serving.png'
+    demo.multi_stream(argparse.Namespace(
+        streams=str(demo.data_path('config', 'streams.yaml')), streams_seconds=2.0,
+        streams_mode='eco', streams_plot=str(plot)))
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()
+            if line.split()[:1] in (['front'], ['side'], ['rear'])]
+    assert {row[0] for row in rows} == {'front', 'side', 'rear'}
+    assert {row[1] for row in rows} == {'performance', 'eco'}
+    assert all(row[-2] == '0' for row in rows)  # misses
+    assert all(float(row[-6]) <= float(row[-4]) for row in rows)  # max response <= bound
+    assert plot.stat().st_size > 0
