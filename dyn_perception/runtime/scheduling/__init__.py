@@ -10,13 +10,22 @@ Pure Python and NumPy.  The modules, each with one job:
 - validation: accepted sets against the simulator;
 - configuration: least-energy choice of model variant and gang width per stream;
 - generators: random task sets and streams for the tests and the benchmark;
+- partitioned: strict partitioning, each partition a non-preemptive uniprocessor, and
+  the width assignment;
+- exhaustive: every schedule of a periodic set (all execution times, releases in jitter
+  windows), memoised, with a state budget: the exact checker;
+- joblevel: job-level analysis of periodic streams with jitter, sporadic test as fallback;
 - naive: the unsound naive carry-in port, kept as a regression case (never admit with it).
 """
 
 from .analysis import analyse, GangAnalysis, Verdict
 from .configuration import (choose_exact, choose_heuristic, Configuration, InvalidStreamError,
                             Option, Selection, Stream)
+from .exhaustive import Exploration, explore, InvalidReleaseModelError
+from .joblevel import job_level_analysis, JobLevelVerdict
 from .knapsack import Knapsack
+from .partitioned import (assign_widths, np_fp_response_times, Partition, partition,
+                          PartitionedVerdict, UniprocessorVerdict, WidthAssignment)
 from .priority import assign_priorities, audsley, deadline_monotonic, PriorityAssignment
 from .simulator import InvalidScenarioError, simulate, SimulationResult
 from .tasks import (Dispatch, GangTask, InvalidTaskError, InvalidTaskSetError,
@@ -24,9 +33,13 @@ from .tasks import (Dispatch, GangTask, InvalidTaskError, InvalidTaskSetError,
 from .validation import validate, Validation
 
 __all__ = [
-    'analyse', 'assign_priorities', 'audsley', 'choose_exact', 'choose_heuristic',
-    'Configuration', 'deadline_monotonic', 'Dispatch', 'GangAnalysis', 'GangTask',
-    'InvalidScenarioError', 'InvalidStreamError', 'InvalidTaskError', 'InvalidTaskSetError',
-    'Knapsack', 'Option', 'PriorityAssignment', 'SchedulingError', 'Selection', 'simulate',
-    'SimulationResult', 'Stream', 'validate', 'Validation', 'Verdict',
+    'analyse', 'assign_priorities', 'assign_widths', 'audsley', 'choose_exact',
+    'choose_heuristic', 'Configuration', 'deadline_monotonic', 'Dispatch', 'explore',
+    'Exploration', 'GangAnalysis', 'GangTask',
+    'InvalidReleaseModelError', 'InvalidScenarioError', 'InvalidStreamError',
+    'job_level_analysis', 'JobLevelVerdict', 'InvalidTaskError', 'InvalidTaskSetError',
+    'Knapsack', 'np_fp_response_times', 'Option', 'partition', 'Partition',
+    'PartitionedVerdict', 'PriorityAssignment', 'SchedulingError', 'Selection', 'simulate',
+    'SimulationResult', 'Stream', 'UniprocessorVerdict', 'validate', 'Validation', 'Verdict',
+    'WidthAssignment',
 ]

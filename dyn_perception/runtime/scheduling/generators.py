@@ -35,18 +35,24 @@ def uunifast(rng: np.random.Generator, count: int, total: float) -> np.ndarray:
 def random_task_set(rng: np.random.Generator, tpus: int, count: int, utilisation: float,
                     periods: tuple[int, int] = (10, 100),
                     deadline_ratio: tuple[float, float] = (0.5, 1.0),
-                    widths: Sequence[int] | None = None) -> tuple[GangTask, ...]:
+                    widths: Sequence[int] | None = None,
+                    period_choices: Sequence[int] | None = None) -> tuple[GangTask, ...]:
     """
     `count` gang tasks of total TPU utilisation about `utilisation`, deadline-monotonic.
 
     Periods are log-uniform in `periods` (ticks), deadlines uniform in deadline_ratio * T,
     widths uniform over `widths` (default 1..tpus); C = max(1, round(u T / m)) must be <= D.
+    With `period_choices` the periods are drawn uniformly from them instead (issue 15's
+    population: {10, 20, 40, 50, 100}, a hyperperiod of 200 the exhaustive search can take).
     """
     choices = np.arange(1, tpus + 1) if widths is None else np.asarray(widths)
     for _ in range(_MAX_ATTEMPTS):
         shares = uunifast(rng, count, utilisation)
         width = rng.choice(choices, size=count)
-        period = np.rint(np.exp(rng.uniform(*np.log(periods), size=count))).astype(int)
+        if period_choices is None:
+            period = np.rint(np.exp(rng.uniform(*np.log(periods), size=count))).astype(int)
+        else:
+            period = rng.choice(np.asarray(period_choices), size=count)
         deadline = np.rint(period * rng.uniform(*deadline_ratio, size=count)).astype(int)
         # A job takes at least one tick, which nudges the tiniest shares up a little.
         wcet = np.maximum(np.rint(shares * period / width).astype(int), 1)
