@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 from dyn_perception.runtime.devices.base import Device, SegmentRef
 from dyn_perception.runtime.scheduling import (
     analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangAnalysis,
-    GangTask, Option, Stream
+    GangTask, np_fp_response_times, Option, Stream
 )
 from dyn_perception.runtime.scheduling.priority import deadline_monotonic, reorder
 from dyn_perception.runtime.serving.dispatcher import Lane
@@ -244,12 +244,29 @@ class Planner:
         if any(c > tasks[i].deadline for c, i in zip(wcets, order)):
             return None
         gang_tasks = [tasks[i].task(width, c) for c, i in zip(wcets, order)]
-        assignment = assign_priorities(gang_tasks, width, self.rule)
+        ranking = self._partition_order(gang_tasks, width)
+        if ranking is None:
+            return None
+        positions, responses = ranking
+        return ([order[j] for j in positions], plans, unions,
+                [gang_tasks[j] for j in positions], responses)
+
+    def _partition_order(self, tasks: Sequence[GangTask], width: int):
+        """
+        Priority order and bounds of one partition's tasks, or None.
+
+        A partition runs one job at a time on all its devices: non-preemptive fixed priority
+        on one processor, for which ``np_fp_response_times`` (issue 15, exact busy-period
+        analysis) is tight; deadline-monotonic order first, then the gang test on ``width``
+        TPUs with OPA (also sound here: every task has the partition's width).
+        """
+        verdict = np_fp_response_times(tasks)
+        if verdict.schedulable:
+            return tuple(range(len(tasks))), verdict.response_times
+        assignment = assign_priorities(tasks, width, self.rule)
         if not assignment.verdict:
             return None
-        ranked = [order[j] for j in assignment.order]
-        return ranked, plans, unions, [gang_tasks[j] for j in assignment.order], \
-            assignment.verdict.response_times
+        return assignment.order, assignment.verdict.response_times
 
     def _partitioned(self, streams, built, tasks, parts, mode: str) -> Admitted:
         lanes, plans, bounds, gang_tasks = [], {}, {}, []
@@ -299,6 +316,10 @@ class Planner:
             horizon = 10 * max(t.period for t in tasks)
             loader = GangTask(load_ticks + 1, horizon, horizon, width, 'model loads')
             verdict = analyse([*tasks, loader], width, self.rule)
+            if devices:
+                exact = np_fp_response_times([*tasks, loader])
+                if len(exact.response_times) >= len(verdict.response_times):
+                    verdict = exact
             if len(verdict.response_times) < len(tasks):
                 late = tasks[len(verdict.response_times)]
                 raise ServingError(
