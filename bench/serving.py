@@ -25,7 +25,6 @@ Measured, on the same sets:
 """
 
 import argparse
-from dataclasses import replace
 import math
 import sys
 import time
@@ -56,6 +55,8 @@ TPUS = 8
 RATES_HZ = (10.0, 15.0, 20.0, 30.0)
 FRAMES = 500
 GLOBAL_EVERY = 50
+# Streams per set (low, high exclusive): enough to reach the pool's admission frontier.
+STREAMS = (4, 15)
 # Assumed final-exit accuracy of the large model's variants (ImageNet-like scale) and, per
 # mode, the exit rates and the accuracy lost against the variant's final exit.
 ASSUMED_FINAL = {'base': 0.76, 'p30': 0.75, 'p50': 0.735}
@@ -94,7 +95,7 @@ def large_layers(width: float = 2.0, keep: float = 1.0, size: int = 224):
 
 
 def large_model() -> ServedModel:
-    """The layer-size profile of MobileNetV2-EE w2: 4 segments, exits after stages 2 and 4."""
+    """Describe MobileNetV2-EE w2 by its layer sizes: 4 segments, exits after stages 2, 4."""
     # Block indices where segments end: stage 2 ends at block 7, stage 4 at 14; the final
     # part is cut once more so that 4 TPUs can hold a stage each.
     cuts = ((0, 7, True), (7, 14, True), (14, 17, False), (17, 19, True))
@@ -167,7 +168,7 @@ def random_set(rng: np.random.Generator, models: dict[str, ServedModel], budgets
     a 95% bound, not the point), the floor is that point's accuracy, so that the designer's
     default always keeps the floors.
     """
-    count = int(rng.integers(4, 15))
+    count = int(rng.integers(*STREAMS))
     streams = []
     names = list(models)
     weights = np.array([0.2 if name != LARGE else 0.4 for name in names])
@@ -176,9 +177,9 @@ def random_set(rng: np.random.Generator, models: dict[str, ServedModel], budgets
         rate = float(rng.choice(RATES_HZ))
         base = [p for p in model.points if p.variant.name == model.manifest.default_variant]
         final = next(p.accuracy for p in base if p.threshold_mode == 'final')
-        floors = {mode: round(min(final - budgets[mode],
-                                  *(p.accuracy for p in base if p.threshold_mode == mode)), 4)
-                  for mode in MODES}
+        # Rounded down, so that the point the floor comes from still keeps it.
+        floors = {mode: math.floor(1e4 * min(final - budgets[mode], *(
+            p.accuracy for p in base if p.threshold_mode == mode))) / 1e4 for mode in MODES}
         streams.append(StreamSpec(f's{i}', model.name, 1 / rate,
                                   float(rng.uniform(0.8, 1.0)) / rate, floors))
     return tuple(streams), str(rng.choice(MODES)), str(rng.choice(MODES))
@@ -210,8 +211,8 @@ def admits(planner: Planner, dispatch: str, served, mode: str, **limits) -> bool
 
 def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, limits=None):
     """Run one admitted set through a mode change; per-stream rows, or None if refused."""
-    devices = [ModelledEdgeTPU(f'tpu{i}', planner.device.timing) for i in range(TPUS)]
-    pool = PoolSpec(TPUS, dispatch, planner.rule, planner.tick_s)
+    devices = [ModelledEdgeTPU(f'tpu{i}', planner.device.timing) for i in range(planner.tpus)]
+    pool = PoolSpec(planner.tpus, dispatch, planner.rule, planner.tick_s)
     try:
         server = StreamServer(StreamFile(pool, streams, mode), devices, modes=MODES,
                               models=traces.models, planner=planner, exit_trace=traces)
@@ -258,9 +259,10 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sets', type=int, default=1250)
+    parser.add_argument('--sets', type=int, default=1100)
     parser.add_argument('--seconds', type=float, default=1.5, help='virtual seconds per set')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--tpus', type=int, default=TPUS, help='pool size (targets: 8)')
     parser.add_argument('--rule', default='strict', choices=('strict', 'bypass'))
     parser.add_argument('--json', default=str(ROOT / 'out' / 'bench' / 'serving.json'))
     parser.add_argument('--png', default=str(ROOT / 'out' / 'bench' / 'serving.png'))
@@ -271,16 +273,16 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     models = {name: ServedModel(load_manifest(name), load_profile(name)) for name in SHIPPED}
     models[LARGE] = large_model()
-    print('recording the shipped models\' exits on their test frames ...', flush=True)
+    print("recording the shipped models' exits on their test frames ...", flush=True)
     traces = Traces(models, np.random.default_rng(args.seed + 1))
     traces.models = models
     timing = calibrated_timing('usb')
     budgets = {m.name: m.max_accuracy_loss / 100 for m in load_modes()}
-    planner = Planner(ModelledEdgeTPU('tpu', timing), ModelledEdgeTPU('probe', timing), TPUS,
+    planner = Planner(ModelledEdgeTPU('tpu', timing), ModelledEdgeTPU('probe', timing), args.tpus,
                       Dispatch(args.rule), 1e-4, MODES)
     stats = {d: {'tried': 0, 'admitted': 0, 'jobs': 0, 'misses': 0, 'over': 0.0, 'energy': [],
                  'designer': [], 'ratios': []} for d in ('partitioned', 'global')}
-    baseline = {w: 0 for w in range(1, 5)}
+    baseline = dict.fromkeys(range(1, 5), 0)
     for index in tqdm(range(sets), desc='stream sets', mininterval=2.0):
         streams, mode, change = random_set(rng, models, budgets)
         served = [Served(s, models[s.model]) for s in streams]
