@@ -189,8 +189,10 @@ class Planner:
         partition of an option's width where the partition stays schedulable (cheapest such
         option), else into a new partition of the cheapest option's width, if TPUs are left.
         Device k of a partition holds stage k of every member, so no swap ever happens; a
-        partition is checked with the segment times of those co-resident stages.  Then each
-        stream in turn moves to a cheaper option of its partition's width where that passes.
+        partition is checked with the segment times of those co-resident stages.  If that
+        strands a stream, the packing is tried once more with options in order of least TPU
+        demand (width x C).  Then each stream in turn moves to a cheaper option of its
+        partition's width where that passes.
         """
         for served in streams:
             self.floor_check(served, mode)
@@ -198,27 +200,13 @@ class Planner:
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
-        parts: list[dict[int, Option]] = []
-        free = self.tpus
-        demand = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
-                  for t in tasks]
-        for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
-            options = sorted(tasks[i].admissible(self.tpus), key=lambda o: o.energy_per_job)
-            placed = next(((part, option) for option in options for part in parts
-                           if _width(part) == option.width
-                           and self._partition(streams, built, tasks, {**part, i: option})),
-                          None)
-            if placed is not None:
-                placed[0][i] = placed[1]
-                continue
-            fresh = next((o for o in options if o.width <= free), None)
-            if fresh is None:
-                raise ServingError(
-                    f'stream {streams[i].spec.name}: no partition has room for it in mode '
-                    f'{mode} and {free} of {self.tpus} TPUs are free, fewer than its '
-                    f'narrowest option needs ({min(o.width for o in options)})')
-            parts.append({i: fresh})
-            free -= fresh.width
+        parts = self._pack(streams, built, tasks, mode, lambda o: o.energy_per_job)
+        if isinstance(parts, str):
+            # Cheapest first can strand TPUs; least TPU demand first packs tighter.
+            parts = self._pack(streams, built, tasks, mode,
+                               lambda o: (o.width * o.wcet, o.energy_per_job))
+            if isinstance(parts, str):
+                raise ServingError(parts)
         for part in parts:
             for i in list(part):
                 for option in sorted(tasks[i].admissible(self.tpus),
@@ -230,6 +218,30 @@ class Planner:
                         part[i] = option
                         break
         return self._partitioned(streams, built, tasks, parts, mode)
+
+    def _pack(self, streams, built, tasks, mode: str, key) -> list[dict[int, Option]] | str:
+        """Greedy placement trying options in ``key`` order; the partitions or why not."""
+        parts: list[dict[int, Option]] = []
+        free = self.tpus
+        demand = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
+                  for t in tasks]
+        for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
+            options = sorted(tasks[i].admissible(self.tpus), key=key)
+            placed = next(((part, option) for option in options for part in parts
+                           if _width(part) == option.width
+                           and self._partition(streams, built, tasks, {**part, i: option})),
+                          None)
+            if placed is not None:
+                placed[0][i] = placed[1]
+                continue
+            fresh = next((o for o in options if o.width <= free), None)
+            if fresh is None:
+                return (f'stream {streams[i].spec.name}: no partition has room for it in mode '
+                        f'{mode} and {free} of {self.tpus} TPUs are free, fewer than its '
+                        f'narrowest option needs ({min(o.width for o in options)})')
+            parts.append({i: fresh})
+            free -= fresh.width
+        return parts
 
     def _partition(self, streams, built, tasks, members: dict[int, Option]):
         """Plans, tasks and verdict of one partition's members, or None when rejected."""
