@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import itertools
 from typing import Callable, Iterator, Optional, Sequence
 
-from dyn_perception.runtime.artifacts import EXIT_POLICIES, Variant, VariantProfile
+from dyn_perception.runtime.artifacts import (
+    EXIT_POLICIES, OperatingPoint, Variant, VariantProfile
+)
 
 # ms per invocation of each segment of a group, when exactly that group shares one device.
 StageCost = Callable[[tuple[int, ...]], Sequence[float]]
@@ -95,6 +97,30 @@ def reach_probabilities(variant: Variant, exit_rates: Sequence[float]) -> tuple[
     return tuple(reach)
 
 
+def nearest_operating_point(profile: Optional[VariantProfile], policy: str,
+                            thresholds: Sequence[Optional[float]]) -> Optional[OperatingPoint]:
+    """
+    Find the profile's measured setting nearest to ``thresholds`` (None if none compares).
+
+    A measured point with an exit disabled where ``thresholds`` enables it (or the reverse)
+    is not comparable; nor is anything when every exit is disabled.
+    """
+    if policy not in EXIT_POLICIES:
+        raise ValueError(f'unknown exit policy {policy!r}')
+    if all(t is None for t in thresholds):
+        return None
+    points = profile.exit_curves.get(policy, ()) if profile is not None else ()
+    if not points:
+        return None
+
+    def distance(point_thresholds: Sequence[Optional[float]]) -> float:
+        return sum(0.0 if a == b else float('inf') if a is None or b is None else abs(a - b)
+                   for a, b in zip(point_thresholds, thresholds))
+
+    nearest = min(points, key=lambda p: distance(p.thresholds))
+    return None if distance(nearest.thresholds) == float('inf') else nearest
+
+
 def expected_exit_rates(variant: Variant, profile: Optional[VariantProfile], policy: str,
                         thresholds: Sequence[Optional[float]]) -> tuple[float, ...]:
     """
@@ -103,23 +129,10 @@ def expected_exit_rates(variant: Variant, profile: Optional[VariantProfile], pol
     Without a profile, or without curves for the policy, every frame is assumed to reach the
     final exit: the placement is then balanced for the worst case.
     """
-    if policy not in EXIT_POLICIES:
-        raise ValueError(f'unknown exit policy {policy!r}')
-    no_exit = tuple([0.0] * (variant.num_exits - 1) + [1.0])
-    if all(t is None for t in thresholds):
-        return no_exit
-    points = profile.exit_curves.get(policy, ()) if profile is not None else ()
-    if not points:
-        return no_exit
-
-    def distance(point_thresholds: Sequence[Optional[float]]) -> float:
-        return sum(0.0 if a == b else float('inf') if a is None or b is None else abs(a - b)
-                   for a, b in zip(point_thresholds, thresholds))
-
-    nearest = min(points, key=lambda p: distance(p.thresholds))
-    if distance(nearest.thresholds) == float('inf'):
-        return no_exit
-    return tuple(nearest.exit_rates)
+    point = nearest_operating_point(profile, policy, thresholds)
+    if point is None:
+        return tuple([0.0] * (variant.num_exits - 1) + [1.0])
+    return tuple(point.exit_rates)
 
 
 def _cuts(num_segments: int, num_stages: int) -> Iterator[tuple[tuple[int, ...], ...]]:

@@ -1,0 +1,392 @@
+"""
+Serving many camera streams on 8 simulated Edge TPUs: deadlines, energy and admission.
+
+Random stream sets (2 to 8 streams, 5 to 30 Hz, D in [0.8, 1] T, a model each, a starting
+mode and accuracy floors per mode) are admitted and run in virtual time through one mode
+change each, on ``ModelledEdgeTPU`` devices (the simulated Edge TPU's time, energy and swap
+model; no LiteRT), seeded. Models: the three shipped ones, whose jobs replay recorded test
+frames (each frame's exit at every variant and threshold set, from the real int8 segments),
+and ``mnv2ee_w2_224``, a MobileNetV2-EE (width 2, 224 px, 1000 classes) described by its layer
+sizes (11.6 MB of int8 weights, more than one TPU's 8 MB), with pruned variants that keep 70%
+and 50% of the expansion channels; its accuracies and exit rates are ASSUMED (see
+``ASSUMED_POINTS``), so every number involving it rests on assumed exit behaviour.
+
+Measured, on the same sets:
+- serving_admitted_sets, serving_jobs, serving_misses_on_admitted and
+  serving_response_over_bound_max (observed response / analysed bound, all streams);
+- serving_energy_ratio: energy per frame of the designer's default (unpruned variant at the
+  mode's thresholds, at its fastest width) over the chosen least-energy configuration's, both
+  admitted and simulated, at the same floors;
+- serving_admission_gain: sets admitted with every variant and width over sets admitted with
+  the unpruned variant at one fixed width (the best single width, for the baseline's sake);
+- global against partitioned dispatch: admitted sets, energy and response ratios.
+
+    python bench/serving.py [--sets N] [--seconds S] [--json OUT] [--png OUT] [--quick]
+"""
+
+import argparse
+import math
+import sys
+import time
+
+from _paths import ROOT
+from dyn_perception.runtime.artifacts import (
+    InputSpec, load_manifest, load_profile, Manifest, OperatingPoint, Profile, SegmentProfile,
+    SegmentSpec, TensorSpec, Variant, VariantProfile
+)
+from dyn_perception.runtime.chain import SegmentChain
+from dyn_perception.runtime.datasets import load_dataset
+from dyn_perception.runtime.devices import calibrated_timing
+from dyn_perception.runtime.exits import exit_index
+from dyn_perception.runtime.modes import load_modes
+from dyn_perception.runtime.scheduling import Dispatch
+from dyn_perception.runtime.serving import (
+    ModelledEdgeTPU, Planner, PoolSpec, Served, ServedModel, ServingError, StreamFile,
+    StreamServer, StreamSpec
+)
+import numpy as np
+from report import format_table, write_json
+from tqdm import tqdm
+
+MODES = ('performance', 'balanced', 'eco', 'critical')
+SHIPPED = ('fmnist_eenet', 'fmnist_eenet_patch', 'mnist_blenet')
+LARGE = 'mnv2ee_w2_224'
+TPUS = 8
+RATES_HZ = (10.0, 15.0, 20.0, 30.0)
+FRAMES = 500
+GLOBAL_EVERY = 50
+# Streams per set (low, high exclusive): enough to reach the pool's admission frontier.
+STREAMS = (4, 15)
+# Assumed final-exit accuracy of the large model's variants (ImageNet-like scale) and, per
+# mode, the exit rates and the accuracy lost against the variant's final exit.
+ASSUMED_FINAL = {'base': 0.76, 'p30': 0.75, 'p50': 0.735}
+ASSUMED_POINTS = {'performance': ((0.10, 0.15, 0.75), 0.0),
+                  'balanced': ((0.25, 0.25, 0.50), 0.005),
+                  'eco': ((0.40, 0.30, 0.30), 0.015),
+                  'critical': ((0.55, 0.25, 0.20), 0.04)}
+# MobileNetV2 stages (expansion, channels, repeats, stride), Sandler et al. 2018.
+MOBILENETV2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+               (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def _channels(c: float) -> int:
+    return max(8, int(c + 4) // 8 * 8)
+
+
+def large_layers(width: float = 2.0, keep: float = 1.0, size: int = 224):
+    """(MACs, params, output H, output C) per block of MobileNetV2 at ``width``."""
+    blocks = []
+    h, cin = size // 2, _channels(32 * width)
+    blocks.append((h * h * 27 * cin, 27 * cin, h, cin))
+    for t, c, n, s in MOBILENETV2:
+        cout = _channels(c * width)
+        for r in range(n):
+            stride = s if r == 0 else 1
+            hidden = cin * t if t == 1 else _channels(cin * t * keep)
+            out_h = h // stride
+            macs = (h * h * cin * hidden if t != 1 else 0) + out_h * out_h * 9 * hidden \
+                + out_h * out_h * hidden * cout
+            params = (cin * hidden if t != 1 else 0) + 9 * hidden + hidden * cout
+            blocks.append((macs, params, out_h, cout))
+            h, cin = out_h, cout
+    last = _channels(1280 * width)
+    blocks.append((h * h * cin * last, cin * last, h, last))
+    return blocks
+
+
+def large_model() -> ServedModel:
+    """Describe MobileNetV2-EE w2 by its layer sizes: 4 segments, exits after stages 2, 4."""
+    # Block indices where segments end: stage 2 ends at block 7, stage 4 at 14; the final
+    # part is cut once more so that 4 TPUs can hold a stage each.
+    cuts = ((0, 7, True), (7, 14, True), (14, 17, False), (17, 19, True))
+    variants, profiles = [], []
+    for name, keep in (('base', 1.0), ('p30', 0.7), ('p50', 0.5)):
+        blocks = large_layers(keep=keep)
+        segments = []
+        previous = TensorSpec('input', (1, 224, 224, 3), 0.02, 0)
+        for i, (first, end, has_exit) in enumerate(cuts):
+            macs = sum(b[0] for b in blocks[first:end])
+            params = sum(b[1] for b in blocks[first:end])
+            h, c = blocks[end - 1][2], blocks[end - 1][3]
+            last = i == len(cuts) - 1
+            features = None if last else TensorSpec('features', (1, h, h, c), 0.02, 0)
+            logits = TensorSpec('logits', (1, 1000), 0.1, 0) if has_exit else None
+            if has_exit:
+                macs += c * 1000
+                params += c * 1000
+            segments.append(SegmentSpec(f'{name}/segment{i}.tflite', previous, features,
+                                        logits, int(macs), int(params)))
+            previous = features
+        thresholds = {'entropy': {mode: [0.1 * (k + 1)] * 2 for k, mode in enumerate(MODES)}}
+        variants.append(Variant(name, tuple(segments), thresholds))
+        curves = tuple(OperatingPoint((0.1 * (k + 1),) * 2, rates,
+                                      ASSUMED_FINAL[name] - loss, 0.0, mode)
+                       for k, (mode, (rates, loss)) in enumerate(ASSUMED_POINTS.items()))
+        profiles.append(VariantProfile(name, tuple(SegmentProfile({}) for _ in segments),
+                                       {'entropy': curves},
+                                       final_exit_accuracy=ASSUMED_FINAL[name]))
+    manifest = Manifest(LARGE, 'mobilenetv2_ee', 'assumed', InputSpec(224, 224, 3, (0.5,) * 3,
+                                                                      (0.25,) * 3),
+                        tuple(f'class{i}' for i in range(1000)), tuple(variants), 'base',
+                        'entropy', {'derived_from': 'layer sizes'}, ROOT / 'out' / LARGE)
+    return ServedModel(manifest, Profile(LARGE, {}, tuple(profiles)))
+
+
+class Traces:
+    """Which exit each recorded frame takes at each model point (real exits, shipped models)."""
+
+    def __init__(self, models: dict[str, ServedModel], rng: np.random.Generator):
+        self.exits: dict[tuple[str, str], np.ndarray] = {}
+        self.rng = rng
+        for name, model in models.items():
+            if name == LARGE:
+                continue
+            manifest = model.manifest
+            images = load_dataset(manifest.dataset).test.images[:FRAMES]
+            for variant in manifest.variants:
+                chain = SegmentChain(manifest, variant.name)
+                logits = chain.all_exit_logits(chain.quantize_frames(images))
+                scores = [model.policy.score(z) for z in logits]
+                for point in model.points:
+                    if point.variant.name == variant.name:
+                        self.exits[name, point.label] = exit_index(
+                            scores, model.policy, point.thresholds)
+
+    def __call__(self, point, frame: int) -> int:
+        exits = self.exits.get((point.model, point.label))
+        if exits is not None:
+            return int(exits[frame % len(exits)])
+        # The large model: drawn from its assumed exit rates.
+        return int(self.rng.choice(len(point.exit_rates), p=point.exit_rates))
+
+
+def random_set(rng: np.random.Generator, models: dict[str, ServedModel], budgets: dict):
+    """
+    Streams with the floors of the modes: the unpruned final exit minus the mode's budget.
+
+    Where the unpruned variant's own mode point falls short of that (a calibration bound is
+    a 95% bound, not the point), the floor is that point's accuracy, so that the designer's
+    default always keeps the floors.
+    """
+    count = int(rng.integers(*STREAMS))
+    streams = []
+    names = list(models)
+    weights = np.array([0.2 if name != LARGE else 0.4 for name in names])
+    for i in range(count):
+        model = models[names[rng.choice(len(names), p=weights / weights.sum())]]
+        rate = float(rng.choice(RATES_HZ))
+        base = [p for p in model.points if p.variant.name == model.manifest.default_variant]
+        final = next(p.accuracy for p in base if p.threshold_mode == 'final')
+        # Rounded down, so that the point the floor comes from still keeps it.
+        floors = {mode: math.floor(1e4 * min(final - budgets[mode], *(
+            p.accuracy for p in base if p.threshold_mode == mode))) / 1e4 for mode in MODES}
+        streams.append(StreamSpec(f's{i}', model.name, 1 / rate,
+                                  float(rng.uniform(0.8, 1.0)) / rate, floors))
+    return tuple(streams), str(rng.choice(MODES)), str(rng.choice(MODES))
+
+
+def designer_limits(planner: Planner, served, mode: str):
+    """Unpruned variant at the mode's thresholds, at its fastest width (per stream)."""
+    points, widths = {}, {}
+    for s in served:
+        base = [p for p in s.model.points if p.variant.name == s.model.manifest.default_variant
+                and p.threshold_mode == mode]
+        times = {w: planner.gang_plan(base[0], w, 'resident').wcet_s
+                 for w in range(1, planner.max_width(s) + 1)}
+        points[s.spec.name] = base
+        # Ties go to the widest gang: one segment per TPU, as edgetpu_compiler's
+        # --num_segments pipelining would deploy it.
+        widths[s.spec.name] = [min(times, key=lambda w: (round(times[w], 9), -w))]
+    return points, widths
+
+
+def admits(planner: Planner, dispatch: str, served, mode: str, **limits) -> bool:
+    admit = planner.admit_partitioned if dispatch == 'partitioned' else planner.admit_global
+    try:
+        admit(served, mode, **limits)
+        return True
+    except ServingError:
+        return False
+
+
+def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, limits=None):
+    """Run one admitted set through a mode change; per-stream rows, or None if refused."""
+    devices = [ModelledEdgeTPU(f'tpu{i}', planner.device.timing) for i in range(planner.tpus)]
+    pool = PoolSpec(planner.tpus, dispatch, planner.rule, planner.tick_s)
+    try:
+        server = StreamServer(StreamFile(pool, streams, mode), devices, modes=MODES,
+                              models=traces.models, planner=planner, exit_trace=traces)
+    except ServingError:
+        return None
+    if limits is not None:
+        # The designer's fixed configuration replaces the chosen one (no mode change).
+        served = server.served
+        admit = planner.admit_partitioned if dispatch == 'partitioned' else planner.admit_global
+        try:
+            admitted = planner.with_loading(admit(served, mode, **limits), 0.0)
+        except ServingError:
+            return None
+        for device, target in enumerate(admitted.residents):
+            if target:
+                devices[device].load(target)
+        server._install(admitted, served)
+        change = None
+    events = []
+    for spec in streams:
+        t = float(rng.uniform(0, spec.period_s))
+        while t < seconds:
+            events.append((t, spec.name))
+            t += spec.period_s * (1.0 if rng.random() < 0.7 else 1 + rng.uniform(0, 0.5))
+    records = []
+    server.on_result = records.append
+    changed = change is None or change == mode
+    frame = int(rng.integers(FRAMES))
+    for t, name in sorted(events):
+        if not changed and t >= seconds / 2:
+            try:
+                server.set_mode(change)
+            except ServingError:
+                pass
+            changed = True
+        server.submit(name, frame, at=t)
+        frame += 1
+    server.drain()
+    # Energy per frame before any mode change: comparable with a run without one.
+    energy = [r['energy_j'] for r in records if r['status'] == 'ok' and r['mode'] == mode]
+    return server.report(), 1e3 * float(np.mean(energy))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sets', type=int, default=1100)
+    parser.add_argument('--seconds', type=float, default=1.5, help='virtual seconds per set')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--tpus', type=int, default=TPUS, help='pool size (targets: 8)')
+    parser.add_argument('--rule', default='strict', choices=('strict', 'bypass'))
+    parser.add_argument('--json', default=str(ROOT / 'out' / 'bench' / 'serving.json'))
+    parser.add_argument('--png', default=str(ROOT / 'out' / 'bench' / 'serving.png'))
+    parser.add_argument('--quick', action='store_true', help='divide the set count by 10')
+    args = parser.parse_args(argv)
+    sets = max(20, args.sets // 10) if args.quick else args.sets
+    started = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    models = {name: ServedModel(load_manifest(name), load_profile(name)) for name in SHIPPED}
+    models[LARGE] = large_model()
+    print("recording the shipped models' exits on their test frames ...", flush=True)
+    traces = Traces(models, np.random.default_rng(args.seed + 1))
+    traces.models = models
+    timing = calibrated_timing('usb')
+    budgets = {m.name: m.max_accuracy_loss / 100 for m in load_modes()}
+    planner = Planner(ModelledEdgeTPU('tpu', timing), ModelledEdgeTPU('probe', timing), args.tpus,
+                      Dispatch(args.rule), 1e-4, MODES)
+    stats = {d: {'tried': 0, 'admitted': 0, 'jobs': 0, 'misses': 0, 'over': 0.0, 'energy': [],
+                 'designer': [], 'ratios': []} for d in ('partitioned', 'global')}
+    baseline = dict.fromkeys(range(1, 5), 0)
+    for index in tqdm(range(sets), desc='stream sets', mininterval=2.0):
+        streams, mode, change = random_set(rng, models, budgets)
+        served = [Served(s, models[s.model]) for s in streams]
+        bases = {s.spec.name: [p for p in s.model.points
+                               if p.variant.name == s.model.manifest.default_variant]
+                 for s in served}
+        for width in baseline:
+            baseline[width] += admits(planner, 'partitioned', served, mode, points=bases,
+                                      widths={s.spec.name: [width] for s in served})
+        points, widths = designer_limits(planner, served, mode)
+        for dispatch, record in stats.items():
+            # Global admission is the costly search: every GLOBAL_EVERY-th set only.
+            if dispatch == 'global' and index % GLOBAL_EVERY:
+                continue
+            record['tried'] += 1
+            if not admits(planner, dispatch, served, mode):
+                continue
+            rows, energy = simulate(planner, dispatch, streams, mode, change, args.seconds, rng,
+                                    traces)
+            record['admitted'] += 1
+            record['jobs'] += sum(r['completed'] for r in rows)
+            record['misses'] += sum(r['misses'] for r in rows)
+            record['over'] = max(record['over'], max(r['max_over_bound'] for r in rows))
+            record['ratios'] += [r['response_max_ms'] / r['bound_ms'] for r in rows
+                                 if r['completed']]
+            designer = simulate(planner, dispatch, streams, mode, None, args.seconds, rng,
+                                traces, limits={'points': points, 'widths': widths})
+            if designer is None:
+                continue
+            record['designer'].append(designer[1])
+            record['energy'].append(energy)
+    part, glob = stats['partitioned'], stats['global']
+    best_width = max(baseline, key=baseline.get)
+    energy_ratio = (float(np.mean(part['designer']) / np.mean(part['energy']))
+                    if part['energy'] else math.nan)
+    results = {
+        'serving_admitted_sets': part['admitted'],
+        'serving_jobs': part['jobs'] + glob['jobs'],
+        'serving_misses_on_admitted': part['misses'] + glob['misses'],
+        'serving_response_over_bound_max': max(part['over'], glob['over']),
+        'serving_energy_ratio': energy_ratio,
+        'serving_admission_gain': part['admitted'] / max(1, baseline[best_width]),
+        'serving_sets': sets,
+        'serving_admitted_sets_global': glob['admitted'],
+        'serving_energy_ratio_global': (float(np.mean(glob['designer']) / np.mean(glob['energy']))
+                                        if glob['energy'] else math.nan),
+        'serving_baseline_admitted_by_width': {str(w): n for w, n in baseline.items()},
+        'serving_baseline_width': best_width,
+        'serving_mean_observed_over_bound_partitioned': float(np.mean(part['ratios'] or [0])),
+        'serving_mean_observed_over_bound_global': float(np.mean(glob['ratios'] or [0])),
+        'serving_energy_sets_partitioned': len(part['energy']),
+        'serving_energy_sets_global': len(glob['energy']),
+        'serving_seconds_per_set': args.seconds,
+        'serving_rule': args.rule,
+        'bench_seconds': time.perf_counter() - started,
+    }
+    print(format_table(['dispatch', 'admitted', 'jobs', 'misses', 'max obs/bound',
+                        'mean obs/bound', 'energy ratio (designer / chosen)'],
+                       [[d, s['admitted'], s['jobs'], s['misses'], s['over'],
+                         float(np.mean(s['ratios'] or [0])),
+                         float(np.mean(s['designer']) / np.mean(s['energy']))
+                         if s['energy'] else math.nan] for d, s in stats.items()]))
+    print(format_table(['baseline: unpruned at width', *map(str, baseline)],
+                       [['admitted sets', *baseline.values()]]))
+    targets = [('serving_admitted_sets', '>=', 1000), ('serving_jobs', '>=', 100000),
+               ('serving_misses_on_admitted', '==', 0),
+               ('serving_response_over_bound_max', '<=', 1),
+               ('serving_energy_ratio', '>=', 1.3), ('serving_admission_gain', '>=', 1.25)]
+    print(format_table(['key', 'value', 'target'],
+                       [[k, results[k], f'{op} {v}'] for k, op, v in targets]))
+    write_json(args.json, results)
+    plot(stats, baseline, args.png)
+    return 1 if results['serving_misses_on_admitted'] else 0
+
+
+def plot(stats, baseline, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for dispatch, s in stats.items():
+        axes[0].hist(s['ratios'], bins=40, range=(0, 1), alpha=0.6, label=dispatch)
+    axes[0].set_xlabel('observed max response / analysed bound')
+    axes[0].set_ylabel('streams')
+    axes[0].legend()
+    labels = [*(f'unpruned w={w}' for w in baseline), 'partitioned', 'global']
+    values = [*baseline.values(), stats['partitioned']['admitted'], stats['global']['admitted']]
+    axes[1].bar(range(len(values)), values, color=['grey'] * len(baseline) + ['C0', 'C1'])
+    axes[1].set_xticks(range(len(values)), labels, rotation=30, ha='right')
+    axes[1].set_ylabel('stream sets admitted')
+    for dispatch, s in stats.items():
+        if s['energy']:
+            axes[2].scatter(s['energy'], s['designer'], s=6, alpha=0.5, label=dispatch)
+    top = max([v for s in stats.values() for v in s['designer']] or [1])
+    axes[2].plot([0, top], [0, top], 'k--', lw=0.8)
+    axes[2].set_xlabel('chosen configuration, mJ / frame')
+    axes[2].set_ylabel('designer default, mJ / frame')
+    axes[2].legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    sys.exit(main())

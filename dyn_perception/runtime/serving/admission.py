@@ -1,0 +1,422 @@
+"""
+Admission: which variant, thresholds and gang width each stream runs, and whether the set fits.
+
+A stream becomes a ``scheduling.Stream`` in ticks: T = floor(T / tick), D = floor(D / tick) - 1
+(the latching tick), and one ``Option`` per (model point, width) whose point keeps the stream's
+floor in the current mode, with C = ceil(WCET / tick) from its ``GangPlan`` and the expected
+energy per job at the point's exit rates. Dominated options (same width, no faster, no cheaper,
+no more accurate) are dropped before the search.
+
+Global dispatch: ``scheduling.choose_heuristic`` (or ``choose_exact``) on the options planned
+``resident`` when every segment the configuration runs fits one device's cache together, else
+on options planned ``swap`` (the worst swap in C). Partitioned dispatch: ``partitioned``.
+
+Rejections say which stream and by how much: a floor above every point's accuracy, a stream
+whose fastest option cannot meet its deadline alone, or, for a set, the stream whose bound
+overshoots most with every stream at its fastest option (deadline-monotonic order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+import math
+from typing import Optional, Sequence
+
+from dyn_perception.runtime.devices.base import Device, SegmentRef
+from dyn_perception.runtime.scheduling import (
+    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangAnalysis,
+    GangTask, np_fp_response_times, Option, Stream
+)
+from dyn_perception.runtime.scheduling.priority import deadline_monotonic, reorder
+from dyn_perception.runtime.serving.dispatcher import Lane
+from dyn_perception.runtime.serving.plans import (
+    fits_together, GangPlan, plan, RESIDENT, ServedModel, SWAP, unique_refs
+)
+from dyn_perception.runtime.serving.streams import ServingError, StreamSpec
+import numpy as np
+
+_EPS = 1e-9
+
+
+def ticks_up(seconds: float, tick_s: float) -> int:
+    return max(1, math.ceil(seconds / tick_s - _EPS))
+
+
+def ticks_down(seconds: float, tick_s: float) -> int:
+    return math.floor(seconds / tick_s + _EPS)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A stream with its model, as admission sees it."""
+
+    spec: StreamSpec
+    model: ServedModel
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An accepted configuration: lanes in priority order, plans and analysed bounds."""
+
+    mode: str
+    dispatch: str
+    residency: str
+    lanes: tuple[Lane, ...]
+    plans: dict[str, GangPlan]
+    # Analysed response bound per stream in ticks (latching excluded) and in seconds
+    # (latching included: (R + 1) ticks, what a frame can observe).
+    bound_ticks: dict[str, int]
+    energy_rate_w: float
+    tick_s: float
+    # The gang tasks in lane order (what the analysis saw) and, partitioned, each lane's
+    # partition as (first device, width).
+    tasks: tuple[GangTask, ...] = ()
+    # What each device must hold under this configuration (empty: whatever it ran last).
+    residents: tuple[tuple[SegmentRef, ...], ...] = ()
+
+    def bound_s(self, stream: str) -> float:
+        return (self.bound_ticks[stream] + 1) * self.tick_s
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(lane.stream for lane in self.lanes)
+
+
+class Planner:
+    """Plans, options and the searches on one pool (devices alike, a probe for swaps)."""
+
+    def __init__(self, device: Device, probe: Device, tpus: int, rule: Dispatch, tick_s: float,
+                 modes: Sequence[str], exact: bool = False):
+        self.device, self.probe = device, probe
+        self.tpus, self.rule, self.tick_s = tpus, Dispatch(rule), tick_s
+        self.modes = tuple(modes)
+        self.exact = exact
+        self._plans: dict[tuple, GangPlan] = {}
+
+    # -- options ---------------------------------------------------------------------------
+
+    def max_width(self, served: Served) -> int:
+        return min(self.tpus, max(len(p.refs) for p in served.model.points))
+
+    def gang_plan(self, point, width: int, residency: str,
+                  unions: Optional[Sequence[Sequence[SegmentRef]]] = None) -> GangPlan:
+        key = (point.model, point.label, width, residency,
+               None if unions is None else tuple(tuple(r.key for r in u) for u in unions))
+        if key not in self._plans:
+            self._plans[key] = plan(point, width, residency, self.device, self.probe, unions)
+        return self._plans[key]
+
+    def floor_check(self, served: Served, mode: str) -> None:
+        """Refuse a floor that no point of the model reaches, naming the stream."""
+        floor = served.spec.floor(mode, self.modes)
+        best = served.model.best_accuracy()
+        if floor > best + _EPS:
+            raise ServingError(
+                f'stream {served.spec.name}: accuracy floor {floor:.4f} in mode {mode} is '
+                f'above what any variant of {served.model.name} reaches ({best:.4f}), '
+                f'short by {floor - best:.4f}')
+
+    def options(self, served: Served, mode: str, residency: str,
+                union: Optional[tuple[SegmentRef, ...]] = None,
+                widths: Optional[Sequence[int]] = None,
+                points=None) -> tuple[list[Option], dict[tuple[str, int], GangPlan]]:
+        """
+        List the admissible options of a stream in ``mode`` and the plans behind them.
+
+        ``points`` and ``widths`` restrict the choice (baselines); None allows everything.
+        """
+        floor = served.spec.floor(mode, self.modes)
+        chosen = [p for p in (points or served.model.points) if p.accuracy >= floor - _EPS]
+        plans: dict[tuple[str, int], GangPlan] = {}
+        options: list[Option] = []
+        for point in chosen:
+            for width in widths or range(1, self.max_width(served) + 1):
+                gang = self.gang_plan(point, width, residency,
+                                      None if union is None else (union,) * width)
+                option = Option(point.label, width, ticks_up(gang.wcet_s, self.tick_s),
+                                gang.expected_energy_j(), point.accuracy)
+                plans[point.label, width] = gang
+                options.append(option)
+        return _undominated(options), plans
+
+    def stream(self, served: Served, options: Sequence[Option]) -> Stream:
+        spec = served.spec
+        return Stream(spec.name, ticks_down(spec.period_s, self.tick_s),
+                      ticks_down(spec.deadline_s, self.tick_s) - 1,
+                      0.0, tuple(options))
+
+    # -- global dispatch ---------------------------------------------------------------------
+
+    def admit_global(self, streams: Sequence[Served], mode: str,
+                     points=None, widths=None) -> Admitted:
+        """Least-energy accepted configuration under global dispatch, or ServingError."""
+        for served in streams:
+            self.floor_check(served, mode)
+        union = unique_refs([ref for served in streams for p in served.model.points
+                             for ref in p.refs])
+        # Resident when everything the streams may run fits one cache together; else swaps.
+        residency = RESIDENT if fits_together(self.device, union) else SWAP
+        held = union if residency == RESIDENT else None
+        built = [self.options(served, mode, residency, held, *_limits(served, widths, points))
+                 for served in streams]
+        tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
+        self._check_alone(streams, tasks)
+        search = choose_exact if self.exact else choose_heuristic
+        selection = search(tasks, self.tpus, self.rule)
+        if selection.configuration is None:
+            raise ServingError(self._overshoot(streams, tasks, mode))
+        config = selection.configuration
+        lanes, plans, bounds = [], {}, {}
+        for index in config.priorities:
+            option = config.choices[index]
+            name = streams[index].spec.name
+            lanes.append(Lane(name, option.width))
+            plans[name] = built[index][1][option.variant, option.width]
+            bounds[name] = config.response_times[index]
+        residents = (held,) * self.tpus if residency == RESIDENT else ()
+        tasks = tuple(tasks[i].task(config.choices[i].width, config.choices[i].wcet)
+                      for i in config.priorities)
+        return Admitted(mode, 'global', residency, tuple(lanes), plans, bounds,
+                        config.energy_rate / self.tick_s, self.tick_s, tasks, residents)
+
+    # -- partitioned dispatch ----------------------------------------------------------------
+
+    def admit_partitioned(self, streams: Sequence[Served], mode: str,
+                          points=None, widths=None) -> Admitted:
+        """
+        Strict partitioning: disjoint partitions, one gang width each, least energy greedily.
+
+        Streams are placed by decreasing TPU demand of their fastest option: into an existing
+        partition of an option's width where the partition stays schedulable (cheapest such
+        option), else into a new partition of the cheapest option's width, if TPUs are left.
+        Device k of a partition holds stage k of every member, so no swap ever happens; a
+        partition is checked with the segment times of those co-resident stages.  If that
+        strands a stream, the packing is tried once more with options in order of least TPU
+        demand (width x C).  Then each stream in turn moves to a cheaper option of its
+        partition's width where that passes.
+        """
+        for served in streams:
+            self.floor_check(served, mode)
+        built = [self.options(served, mode, RESIDENT, None, *_limits(served, widths, points))
+                 for served in streams]
+        tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
+        self._check_alone(streams, tasks)
+        parts = self._pack(streams, built, tasks, mode, lambda o: o.energy_per_job)
+        if isinstance(parts, str):
+            # Cheapest first can strand TPUs; least TPU demand first packs tighter.
+            parts = self._pack(streams, built, tasks, mode,
+                               lambda o: (o.width * o.wcet, o.energy_per_job))
+            if isinstance(parts, str):
+                raise ServingError(parts)
+        for part in parts:
+            for i in list(part):
+                for option in sorted(tasks[i].admissible(self.tpus),
+                                     key=lambda o: o.energy_per_job):
+                    if option.energy_per_job >= part[i].energy_per_job:
+                        break
+                    if option.width == part[i].width and self._partition(
+                            streams, built, tasks, {**part, i: option}):
+                        part[i] = option
+                        break
+        return self._partitioned(streams, built, tasks, parts, mode)
+
+    def _pack(self, streams, built, tasks, mode: str, key) -> list[dict[int, Option]] | str:
+        """Greedy placement trying options in ``key`` order; the partitions or why not."""
+        parts: list[dict[int, Option]] = []
+        free = self.tpus
+        demand = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
+                  for t in tasks]
+        for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
+            options = sorted(tasks[i].admissible(self.tpus), key=key)
+            placed = next(((part, option) for option in options for part in parts
+                           if _width(part) == option.width
+                           and self._partition(streams, built, tasks, {**part, i: option})),
+                          None)
+            if placed is not None:
+                placed[0][i] = placed[1]
+                continue
+            fresh = next((o for o in options if o.width <= free), None)
+            if fresh is None:
+                return (f'stream {streams[i].spec.name}: no partition has room for it in mode '
+                        f'{mode} and {free} of {self.tpus} TPUs are free, fewer than its '
+                        f'narrowest option needs ({min(o.width for o in options)})')
+            parts.append({i: fresh})
+            free -= fresh.width
+        return parts
+
+    def _partition(self, streams, built, tasks, members: dict[int, Option]):
+        """Plans, tasks and verdict of one partition's members, or None when rejected."""
+        width = _width(members)
+        order = sorted(members, key=lambda i: (tasks[i].deadline, tasks[i].period, i))
+        points = {i: built[i][1][members[i].variant, width].point for i in order}
+        alone = {i: built[i][1][members[i].variant, width] for i in order}
+        unions = [unique_refs([ref for i in order if k < len(alone[i].stages)
+                               for ref in alone[i].stage_refs(k)]) for k in range(width)]
+        plans = {i: self.gang_plan(points[i], width, RESIDENT, unions) for i in order}
+        wcets = [ticks_up(plans[i].wcet_s, self.tick_s) for i in order]
+        if any(c > tasks[i].deadline for c, i in zip(wcets, order)):
+            return None
+        gang_tasks = [tasks[i].task(width, c) for c, i in zip(wcets, order)]
+        ranking = self._partition_order(gang_tasks, width)
+        if ranking is None:
+            return None
+        positions, responses = ranking
+        return ([order[j] for j in positions], plans, unions,
+                [gang_tasks[j] for j in positions], responses)
+
+    def _partition_order(self, tasks: Sequence[GangTask], width: int):
+        """
+        Priority order and bounds of one partition's tasks, or None.
+
+        A partition runs one job at a time on all its devices: non-preemptive fixed priority
+        on one processor, for which ``np_fp_response_times`` (issue 15, exact busy-period
+        analysis) is tight; deadline-monotonic order first, then the gang test on ``width``
+        TPUs with OPA (also sound here: every task has the partition's width).
+        """
+        verdict = np_fp_response_times(tasks)
+        if verdict.schedulable:
+            return tuple(range(len(tasks))), verdict.response_times
+        assignment = assign_priorities(tasks, width, self.rule)
+        if not assignment.verdict:
+            return None
+        return assignment.order, assignment.verdict.response_times
+
+    def _partitioned(self, streams, built, tasks, parts, mode: str) -> Admitted:
+        lanes, plans, bounds, gang_tasks = [], {}, {}, []
+        residents: list[tuple[SegmentRef, ...]] = [()] * self.tpus
+        first = 0
+        for part in parts:
+            ranked, part_plans, unions, part_tasks, responses = self._partition(
+                streams, built, tasks, part)
+            devices = tuple(range(first, first + _width(part)))
+            for k, device in enumerate(devices):
+                residents[device] = tuple(unions[k])
+            for i, task, response in zip(ranked, part_tasks, responses):
+                name = streams[i].spec.name
+                lanes.append(Lane(name, len(devices), devices))
+                plans[name] = part_plans[i]
+                bounds[name] = response
+                gang_tasks.append(task)
+            first += len(devices)
+        rate = sum(plans[lane.stream].expected_energy_j() / spec.period_s
+                   for lane in lanes for spec in [self._spec(streams, lane.stream)])
+        return Admitted(mode, 'partitioned', RESIDENT, tuple(lanes), plans, bounds, rate,
+                        self.tick_s, tuple(gang_tasks), tuple(residents))
+
+    @staticmethod
+    def _spec(streams: Sequence[Served], name: str) -> StreamSpec:
+        return next(s.spec for s in streams if s.spec.name == name)
+
+    # -- switching -------------------------------------------------------------------------
+
+    def with_loading(self, admitted: Admitted, load_s: float) -> Admitted:
+        """
+        Bound ``admitted`` through a switch whose model loads take ``load_s``.
+
+        The switch happens at a tick where no job runs or waits; the loads then hold the
+        devices they touch for L ticks.  That is one job of C = L + 1 (it may start the tick a
+        job is released) and full width at the lowest priority: it only blocks (strict: no
+        lower job starts while J waits; bypass: it is not narrower than J), so the test with
+        that task appended bounds every stream through the switch.  The same bounds hold for
+        the steady state after it, so they are the ones published.
+        """
+        load_ticks = ticks_up(load_s, self.tick_s) if load_s > 0 else 0
+        groups = _groups(admitted)
+        bounds = {}
+        for devices, members in groups.items():
+            tasks = [admitted.tasks[i] for i in members]
+            width = len(devices) if devices else self.tpus
+            horizon = 10 * max(t.period for t in tasks)
+            loader = GangTask(load_ticks + 1, horizon, horizon, width, 'model loads')
+            verdict = analyse([*tasks, loader], width, self.rule)
+            if devices:
+                exact = np_fp_response_times([*tasks, loader])
+                if len(exact.response_times) >= len(verdict.response_times):
+                    verdict = exact
+            if len(verdict.response_times) < len(tasks):
+                late = tasks[len(verdict.response_times)]
+                raise ServingError(
+                    f'stream {late.name}: the switch to mode {admitted.mode} loads models for '
+                    f'{load_s * 1e3:.2f} ms, longer than this stream can wait '
+                    f'({verdict.reason})')
+            bounds.update(zip((t.name for t in tasks), verdict.response_times))
+        return replace(admitted, bound_ticks=bounds)
+
+    # -- reasons ---------------------------------------------------------------------------
+
+    def _check_alone(self, streams: Sequence[Served], tasks: Sequence[Stream]) -> None:
+        """Refuse alone a stream with no option that meets its deadline on an empty pool."""
+        for served, task in zip(streams, tasks):
+            if task.admissible(self.tpus):
+                continue
+            fastest = min(task.options, key=lambda o: o.wcet, default=None)
+            if fastest is None:
+                raise ServingError(f'stream {served.spec.name}: no option keeps its floor')
+            raise ServingError(
+                f'stream {served.spec.name}: even its fastest option ({fastest.variant} on '
+                f'{fastest.width} TPUs) needs {fastest.wcet * self.tick_s * 1e3:.2f} ms, over '
+                f'its deadline less one tick ({task.deadline * self.tick_s * 1e3:.2f} ms) by '
+                f'{(fastest.wcet - task.deadline) * self.tick_s * 1e3:.2f} ms')
+
+    def _overshoot(self, streams: Sequence[Served], tasks: Sequence[Stream], mode: str) -> str:
+        """Name the stream whose bound overshoots most at the fastest options, and by how much."""
+        gang_tasks = []
+        for task in tasks:
+            fastest = min(task.admissible(self.tpus), key=lambda o: (o.wcet, o.energy_per_job))
+            gang_tasks.append(GangTask(fastest.wcet, task.deadline, task.period,
+                                       fastest.width, task.name))
+        demand = sum(t.utilisation for t in gang_tasks)
+        order = deadline_monotonic(gang_tasks)
+        ordered = reorder(gang_tasks, order)
+        analysis = GangAnalysis(ordered, self.tpus, self.rule)
+        limit = 4 * max(t.period for t in gang_tasks)
+        worst, name = 0, ordered[-1].name
+        slack = [t.deadline - t.wcet for t in ordered]
+        for k, task in enumerate(ordered):
+            wait = analysis.start_bound(k, np.arange(k), np.asarray(slack[:k], dtype=np.int64),
+                                        limit)
+            over = limit if wait is None else wait + task.wcet - task.deadline
+            if over > worst:
+                worst, name = over, task.name
+            if wait is not None:
+                slack[k] = wait
+        ms = worst * self.tick_s * 1e3
+        return (f'stream {name}: the {len(streams)} streams cannot all be admitted in mode '
+                f'{mode} ({self.rule.value} rule, {self.tpus} TPUs); at their fastest options '
+                f'its response bound exceeds its deadline by '
+                f'{"more than " if worst >= limit else ""}{ms:.2f} ms (TPU demand '
+                f'{demand:.2f} of {self.tpus})')
+
+
+def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> tuple:
+    """Look up a stream's restrictions in maps by stream name (None: no restriction)."""
+    name = served.spec.name
+    return ((widths or {}).get(name), (points or {}).get(name))
+
+
+def _width(members: dict[int, Option]) -> int:
+    return next(iter(members.values())).width
+
+
+def _groups(admitted: Admitted) -> dict[tuple[int, ...], list[int]]:
+    """Lane indices per partition (one group keyed () under global dispatch)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, lane in enumerate(admitted.lanes):
+        groups.setdefault(lane.devices or (), []).append(i)
+    return groups
+
+
+def _undominated(options: Sequence[Option]) -> list[Option]:
+    """Drop options another of the same width beats on time, energy and accuracy at once."""
+    kept = []
+    for option in options:
+        beaten = any(other is not option and other.width == option.width
+                     and other.wcet <= option.wcet
+                     and other.energy_per_job <= option.energy_per_job
+                     and other.accuracy >= option.accuracy
+                     and (other.wcet, other.energy_per_job, -other.accuracy)
+                     < (option.wcet, option.energy_per_job, -option.accuracy)
+                     for other in options)
+        if not beaten:
+            kept.append(option)
+    return kept

@@ -1,0 +1,178 @@
+"""
+The stream file (``config/streams.yaml``): the pool and the camera streams it serves.
+
+Format (every time in milliseconds, rates in Hz)::
+
+    pool: {tpus: 4, dispatch: partitioned, rule: strict, tick_ms: 0.1}
+    mode: balanced
+    streams:
+      - name: front
+        model: fmnist_eenet
+        rate_hz: 30
+        deadline_ms: 30          # default: the period
+        topic: front/image_raw   # what the ROS node subscribes (default: <name>/image_raw)
+        accuracy_floor: {performance: 0.93, balanced: 0.925, eco: 0.92, critical: 0.9}
+
+A floor missing for a mode falls back to the strictest floor listed below it in the mode
+order, so a stream never gets a looser floor than intended. Everything is checked here, once,
+with the stream and the reason in the message; what needs the model (an unknown model, a floor
+no variant reaches) is checked when the stream meets its model (``ServingError``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from dyn_perception.runtime.scheduling import Dispatch
+import yaml
+
+DISPATCH_KINDS = ('global', 'partitioned')
+STREAM_KEYS = {'name', 'model', 'rate_hz', 'deadline_ms', 'topic', 'accuracy_floor'}
+POOL_KEYS = {'tpus', 'dispatch', 'rule', 'tick_ms'}
+
+
+class ServingError(ValueError):
+    """Bad stream or pool input, or a stream set the analysis cannot admit; says which."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One camera stream as declared: what it runs, how often, how late, how accurately."""
+
+    name: str
+    model: str
+    period_s: float
+    deadline_s: float
+    accuracy_floor: Mapping[str, float] = field(default_factory=dict)
+    topic: str = ''
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ServingError(f'stream {self.name!r}: a stream needs a non-empty name')
+        for key in ('period_s', 'deadline_s'):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ServingError(f'stream {self.name}: {key[:-2]} must be > 0, got {value!r}')
+        if self.deadline_s > self.period_s * (1 + 1e-12):
+            raise ServingError(
+                f'stream {self.name}: deadline {1e3 * self.deadline_s:g} ms > period '
+                f'{1e3 * self.period_s:g} ms; a frame must be done before the next one comes')
+        for mode, floor in self.accuracy_floor.items():
+            if not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
+                raise ServingError(f'stream {self.name}: accuracy floor of mode {mode} must be '
+                                   f'a fraction in [0, 1], got {floor!r}')
+
+    @property
+    def rate_hz(self) -> float:
+        return 1.0 / self.period_s
+
+    def floor(self, mode: str, order: Sequence[str]) -> float:
+        """Return the floor in ``mode``: its own, else the strictest later mode's, else 0."""
+        if mode in self.accuracy_floor:
+            return float(self.accuracy_floor[mode])
+        later = list(order)[list(order).index(mode) + 1:] if mode in order else []
+        return max((float(self.accuracy_floor[m]) for m in later if m in self.accuracy_floor),
+                   default=0.0)
+
+    @classmethod
+    def read(cls, entry: Any, position: int) -> 'StreamSpec':
+        """Build one stream from its YAML mapping; errors name the stream (or its position)."""
+        label = entry.get('name', f'#{position}') if isinstance(entry, dict) else f'#{position}'
+        if not isinstance(entry, dict):
+            raise ServingError(f'stream {label}: must be a mapping, got {entry!r}')
+        unknown = sorted(set(entry) - STREAM_KEYS)
+        if unknown:
+            raise ServingError(f'stream {label}: unknown keys {unknown} (known: '
+                               f'{sorted(STREAM_KEYS)})')
+        for key in ('name', 'model', 'rate_hz'):
+            if key not in entry:
+                raise ServingError(f'stream {label}: {key} is missing')
+        rate = entry['rate_hz']
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise ServingError(f'stream {label}: period must be > 0 (rate_hz > 0), '
+                               f'got rate_hz={rate!r}')
+        deadline = entry.get('deadline_ms', 1e3 / rate)
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+            raise ServingError(f'stream {label}: deadline_ms must be a number, got {deadline!r}')
+        floors = entry.get('accuracy_floor', {}) or {}
+        if not isinstance(floors, dict):
+            raise ServingError(f'stream {label}: accuracy_floor must map modes to fractions')
+        return cls(str(entry['name']), str(entry['model']), 1.0 / rate, deadline / 1e3,
+                   dict(floors), str(entry.get('topic') or f'{entry["name"]}/image_raw'))
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The shared devices and how jobs are dispatched on them."""
+
+    tpus: int = 4
+    dispatch: str = 'partitioned'
+    rule: Dispatch = Dispatch.STRICT
+    tick_s: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tpus, bool) or not isinstance(self.tpus, int) or self.tpus < 1:
+            raise ServingError(f'pool: tpus must be a positive integer, got {self.tpus!r}')
+        if self.dispatch not in DISPATCH_KINDS:
+            raise ServingError(f'pool: dispatch must be one of {DISPATCH_KINDS}, '
+                               f'got {self.dispatch!r}')
+        if not isinstance(self.rule, Dispatch):
+            raise ServingError(f'pool: rule must be a Dispatch, got {self.rule!r}')
+        if not (isinstance(self.tick_s, (int, float)) and 0 < self.tick_s <= 0.01):
+            raise ServingError(f'pool: tick must be in (0, 10] ms, got {self.tick_s!r} s')
+
+    @classmethod
+    def read(cls, entry: Any) -> 'PoolSpec':
+        if not isinstance(entry, dict):
+            raise ServingError(f'pool: must be a mapping, got {entry!r}')
+        unknown = sorted(set(entry) - POOL_KEYS)
+        if unknown:
+            raise ServingError(f'pool: unknown keys {unknown} (known: {sorted(POOL_KEYS)})')
+        rule = entry.get('rule', 'strict')
+        try:
+            rule = Dispatch(rule)
+        except ValueError:
+            raise ServingError(f'pool: rule must be strict or bypass, got {rule!r}') from None
+        tick = entry.get('tick_ms', 0.1)
+        if isinstance(tick, bool) or not isinstance(tick, (int, float)):
+            raise ServingError(f'pool: tick_ms must be a number, got {tick!r}')
+        return cls(entry.get('tpus', 4), entry.get('dispatch', 'partitioned'), rule, tick / 1e3)
+
+
+@dataclass(frozen=True)
+class StreamFile:
+    """A parsed stream file."""
+
+    pool: PoolSpec
+    streams: tuple[StreamSpec, ...]
+    mode: Optional[str] = None
+
+
+def parse_streams(data: Any, source: str = 'streams') -> StreamFile:
+    """Validate a parsed stream file (a mapping with pool, mode and streams)."""
+    if not isinstance(data, dict):
+        raise ServingError(f'{source}: top level must be a mapping')
+    entries = data.get('streams')
+    if not isinstance(entries, list) or not entries:
+        raise ServingError(f'{source}: streams must be a non-empty list')
+    streams = tuple(StreamSpec.read(entry, i) for i, entry in enumerate(entries))
+    names = [s.name for s in streams]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ServingError(f'{source}: duplicate stream names {duplicates}')
+    mode = data.get('mode')
+    return StreamFile(PoolSpec.read(data.get('pool', {}) or {}), streams,
+                      None if mode is None else str(mode))
+
+
+def load_streams(path: str | Path) -> StreamFile:
+    """Read and validate a stream file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ServingError(f'{path}: cannot read the stream file ({err})') from err
+    return parse_streams(data, str(path))

@@ -1,0 +1,257 @@
+"""The stream server: the analysed rule, bounds kept, exits, swaps, mode changes, bad input."""
+
+from dataclasses import replace
+
+from dyn_perception.runtime.devices import calibrated_timing, make_devices
+from dyn_perception.runtime.scheduling import Dispatch, simulate
+from dyn_perception.runtime.scheduling.generators import random_task_set
+from dyn_perception.runtime.serving import (
+    GangDispatcher, GangJob, Lane, ModelledEdgeTPU, parse_streams, ServingError, StreamServer,
+    StreamSpec
+)
+import numpy as np
+import pytest
+
+MODES = ('performance', 'balanced', 'eco', 'critical')
+
+
+def streams(dispatch='global', rule='strict', tpus=4, extra=()):
+    return parse_streams({'pool': {'tpus': tpus, 'dispatch': dispatch, 'rule': rule},
+                          'streams': [
+                              {'name': 'front', 'model': 'fmnist_eenet', 'rate_hz': 30,
+                               'accuracy_floor': {'performance': 0.93, 'critical': 0.9}},
+                              {'name': 'side', 'model': 'fmnist_eenet_patch', 'rate_hz': 15,
+                               'deadline_ms': 40},
+                              {'name': 'rear', 'model': 'mnist_blenet', 'rate_hz': 10},
+                              *extra]})
+
+
+def modelled(tpus, **timing):
+    return [ModelledEdgeTPU(f'tpu{i}', replace(calibrated_timing('usb'), **timing))
+            for i in range(tpus)]
+
+
+def replay(server, seconds, rng, changes=(), jitter=True):
+    """Release every stream's frames with random extra gaps and random exits."""
+    rows = []
+    server.on_result = rows.append
+    events = []
+    for spec in server.specs.values():
+        t = rng.uniform(0, spec.period_s)
+        while t < seconds:
+            events.append((t, spec.name))
+            t += spec.period_s * (1 + (rng.uniform(0, 0.5) if jitter and rng.random() < 0.3
+                                       else 0))
+    changes = list(changes)
+    for t, name in sorted(events):
+        while changes and changes[0][0] <= t:
+            changes.pop(0)[1]()
+        model = server.models[server.specs[name].model]
+        exits = model.manifest.variant().num_exits
+        server.submit(name, int(rng.integers(exits)), at=t, frame_id=t)
+    server.drain()
+    return [r for r in rows if r['status'] == 'ok']
+
+
+@pytest.mark.parametrize('dispatch', ['global', 'partitioned'])
+@pytest.mark.parametrize('rule', ['strict', 'bypass'])
+def test_responses_never_exceed_the_analysed_bounds(dispatch, rule):
+    server = StreamServer(streams(dispatch, rule), modelled(4), mode='performance',
+                          modes=MODES)
+    done = replay(server, 6.0, np.random.default_rng(1))
+    assert len(done) > 250
+    assert all(r['response_ms'] <= r['bound_ms'] + 1e-9 for r in done)
+    assert all(r['bound_ms'] <= r['deadline_ms'] for r in done)
+    rows = server.report()
+    assert sum(row['misses'] for row in rows) == 0
+    assert all(row['max_over_bound'] <= 1 for row in rows)
+
+
+def test_dispatcher_follows_the_simulated_rule_tick_for_tick():
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        rule = (Dispatch.STRICT, Dispatch.BYPASS)[trial % 2]
+        tasks = random_task_set(rng, 4, 5, 1.6, periods=(10, 60))
+        releases, execution = [], []
+        for task in tasks:
+            times = np.cumsum(task.period + rng.integers(0, 4, 12))
+            releases.append(times.tolist())
+            execution.append(rng.integers(1, task.wcet + 1, 12).tolist())
+        expected = simulate(tasks, 4, rule, releases, execution)
+        dispatcher = GangDispatcher(4, rule)
+        dispatcher.configure([Lane(t.name, t.width) for t in tasks])
+        worst = {t.name: 0 for t in tasks}
+        events = sorted((time, 1, i, j) for i, r in enumerate(releases)
+                        for j, time in enumerate(r))
+        ends: list = []
+        while events or ends:
+            tick = min([e[0] for e in events[:1]] + [e[0] for e in ends])
+            for end in [e for e in ends if e[0] == tick]:
+                ends.remove(end)
+                dispatcher.complete(end[1])
+                worst[end[1].stream] = max(worst[end[1].stream], tick - end[1].release_tick)
+            while events and events[0][0] == tick:
+                _, _, i, j = events.pop(0)
+                dispatcher.release(GangJob(tasks[i].name, j, tick, tick, (i, j)))
+            for job in dispatcher.dispatch(tick):
+                i, j = job.payload
+                ends.append((tick + execution[i][j], job))
+        assert tuple(worst[t.name] for t in tasks) == expected.worst_response
+
+
+def test_early_exit_ends_the_job_and_frees_the_gang_early():
+    server = StreamServer(streams(), modelled(4), mode='performance', modes=MODES)
+    rows = []
+    server.on_result = rows.append
+    plan = server.admitted.plans['front']
+    server.submit('front', 0, at=0.0)
+    server.submit('front', plan.point.variant.num_exits - 1, at=0.1)
+    server.drain()
+    first, last = rows
+    assert first['exit'] == 0 and last['exit'] == plan.point.variant.num_exits - 1
+    assert first['response_ms'] == pytest.approx(1e3 * plan.run_s(0))
+    assert first['response_ms'] < last['response_ms']
+    assert first['energy_j'] < last['energy_j']
+
+
+def test_frames_and_replayed_exits_take_the_same_time():
+    from dyn_perception.runtime.datasets import load_dataset
+    images = load_dataset('fashion_mnist').test.images[:40]
+    devices = make_devices('sim-edgetpu', 4, clock='virtual')
+    server = StreamServer(streams(), devices, mode='eco', modes=MODES)
+    rows = []
+    server.on_result = rows.append
+    for i, image in enumerate(images):
+        server.submit('front', image, at=i * 0.04, frame_id=i)
+    server.drain()
+    twin = StreamServer(streams(), modelled(4), mode='eco', modes=MODES)
+    replayed = []
+    twin.on_result = replayed.append
+    for i, row in enumerate(rows):
+        twin.submit('front', row['exit'], at=i * 0.04, frame_id=i)
+    twin.drain()
+    assert len({r['exit'] for r in rows}) > 1  # real frames leave at different exits
+    assert [r['response_ms'] for r in rows] == pytest.approx(
+        [r['response_ms'] for r in replayed])
+    assert sum(r['class_id'] == label for r, label in zip(
+        rows, load_dataset('fashion_mnist').test.labels[:40])) >= 30
+
+
+def test_swaps_are_in_the_wcet_and_accounted():
+    # A cache too small for the models together: global dispatch plans swaps into C.
+    server = StreamServer(streams(tpus=2), modelled(2, cache_bytes=200_000),
+                          mode='performance', modes=MODES)
+    assert server.admitted.residency == 'swap'
+    plan = server.admitted.plans['front']
+    assert plan.wcet_s == pytest.approx(sum(plan.swap_s) + sum(plan.segment_s))
+    done = replay(server, 4.0, np.random.default_rng(2))
+    rows = {row['stream']: row for row in server.report()}
+    assert sum(row['swaps'] for row in rows.values()) > 0
+    assert sum(r['swaps'] for r in done) == sum(row['swaps'] for row in rows.values())
+    assert all(r['response_ms'] <= r['bound_ms'] + 1e-9 for r in done)
+    swapped = [r for r in done if r['swaps']]
+    assert swapped and all(r['energy_j'] > 0 for r in swapped)
+    assert server.accounts['front'].swap_j > 0
+
+
+@pytest.mark.parametrize('dispatch', ['global', 'partitioned'])
+def test_mode_changes_keep_every_deadline(dispatch):
+    server = StreamServer(streams(dispatch), modelled(4), mode='performance', modes=MODES)
+    rng = np.random.default_rng(4)
+    changes = [(t, lambda m=m: server.set_mode(m))
+               for t, m in zip(np.arange(0.5, 6.0, 0.5), MODES[1:] * 4)]
+    done = replay(server, 6.0, rng, changes)
+    assert {r['mode'] for r in done} == set(MODES)
+    assert len(server.switches) == len(changes)
+    assert all(s['effective_s'] is not None for s in server.switches)
+    assert all(r['response_ms'] <= r['bound_ms'] + 1e-9 for r in done)
+    assert sum(row['misses'] for row in server.report()) == 0
+
+
+@pytest.mark.parametrize('entry, reason', [
+    ({'model': 'no_such_model'}, 'unknown or unusable model'),
+    ({'rate_hz': 0}, 'period must be > 0'),
+    ({'deadline_ms': -1}, 'deadline must be > 0'),
+    ({'deadline_ms': 500}, 'deadline 500 ms > period'),
+    ({'accuracy_floor': {'performance': 0.99}}, 'above what any variant'),
+])
+def test_bad_stream_is_refused_with_its_name_and_the_others_keep_running(entry, reason):
+    server = StreamServer(streams(), modelled(4), mode='performance', modes=MODES)
+    bad = {'name': 'bad', 'model': 'fmnist_eenet', 'rate_hz': 10, **entry}
+    with pytest.raises(ServingError, match=f'stream bad: .*{reason}'):
+        server.add_stream(StreamSpec.read(bad, 3))
+    # At start-up: bad input stops it with the reason; a stream that cannot be admitted
+    # is rejected with the reason while the others are served.
+    try:
+        started = StreamServer(streams(extra=[bad]), modelled(4), mode='performance',
+                               modes=MODES)
+    except ServingError as err:
+        assert str(err).startswith('stream bad: ') and reason in str(err)
+    else:
+        assert reason in started.rejections['bad']
+        assert set(started.admitted.plans) == {'front', 'side', 'rear'}
+    done = replay(server, 1.0, np.random.default_rng(5))
+    assert {r['stream'] for r in done} == {'front', 'side', 'rear'}
+
+
+def test_more_streams_than_the_pool_admits_are_rejected_by_name_and_amount():
+    extra = [{'name': f'cam{i}', 'model': 'fmnist_eenet', 'rate_hz': 100,
+              'accuracy_floor': {'performance': 0.93}} for i in range(30)]
+    server = StreamServer(streams(tpus=2, extra=extra), modelled(2), mode='performance',
+                          modes=MODES)
+    assert server.rejections
+    name, reason = next(iter(server.rejections.items()))
+    assert reason.startswith(f'stream {name}: ') and ' ms' in reason
+    done = replay(server, 1.0, np.random.default_rng(6))
+    rows = {row['stream']: row for row in server.report()}
+    assert rows[name]['admitted'] is False and rows[name]['dropped_reasons'].startswith(
+        'not_admitted')
+    assert {'front', 'side', 'rear'} <= {r['stream'] for r in done}
+    assert sum(row['misses'] for row in rows.values()) == 0
+    with pytest.raises(ServingError, match='stream late: '):
+        server.add_stream(StreamSpec('late', 'fmnist_eenet', 0.01, 0.01,
+                                     {'performance': 0.93}))
+
+
+def test_camera_faster_than_its_period_is_dropped_not_served():
+    server = StreamServer(streams(), modelled(4), mode='performance', modes=MODES)
+    server.submit('front', 0, at=0.0)
+    server.submit('front', 0, at=0.01)
+    server.drain()
+    assert server.accounts['front'].dropped['early'] == 1
+    assert server.accounts['front'].completed == 1
+
+
+def test_wall_clock_executor_serves_and_accounts():
+    devices = make_devices('sim-edgetpu', 2, clock='wall')
+    server = StreamServer(streams(tpus=2), devices, mode='eco', modes=MODES)
+    try:
+        image = np.zeros((28, 28, 1), dtype=np.uint8)
+        for _ in range(3):
+            server.submit('front', image)
+            server.submit('rear', image)
+            import time
+            time.sleep(0.11)
+        server.drain(timeout=10.0)
+    finally:
+        server.close()
+    rows = {row['stream']: row for row in server.report()}
+    assert rows['front']['completed'] == 3 and rows['rear']['completed'] == 3
+    assert rows['front']['energy_per_frame_mj'] > 0
+
+
+def test_demo_multi_stream_part_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    import argparse
+    from dyn_perception import demo
+    plot = tmp_path / 'serving.png'
+    demo.multi_stream(argparse.Namespace(
+        streams=str(demo.data_path('config', 'streams.yaml')), streams_seconds=2.0,
+        streams_mode='eco', streams_plot=str(plot)))
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()
+            if line.split()[:1] in (['front'], ['side'], ['rear'])]
+    assert {row[0] for row in rows} == {'front', 'side', 'rear'}
+    assert {row[1] for row in rows} == {'performance', 'eco'}
+    assert all(row[-2] == '0' for row in rows)  # misses
+    assert all(float(row[-6]) <= float(row[-4]) for row in rows)  # max response <= bound
+    assert plot.stat().st_size > 0
