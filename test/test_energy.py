@@ -156,3 +156,12 @@ def test_modes_file_with_an_unknown_key_is_refused(tmp_path):
         load_modes(path)
     path.write_text('modes:\n  - {name: eco, max_accuracy_loss: 1.5}\n')
     assert [m.name for m in load_modes(path)] == ['eco']
+
+
+def test_a_swap_that_powers_a_tpu_on_pays_the_wake():
+    one = ModeCost(0.6, 0.9, swap_s=0.01, swap_energy_j=0.02, tpus=1, wake_s=1.0,
+                   wake_energy_j=2.0)
+    two = ModeCost(1.2, 0.94, swap_s=0.01, swap_energy_j=0.04, tpus=2, wake_s=1.0,
+                   wake_energy_j=2.0)
+    assert two.swap_from(one) == pytest.approx((1.01, 2.04))
+    assert one.swap_from(two) == pytest.approx((0.01, 0.02))  # powering down costs no wake

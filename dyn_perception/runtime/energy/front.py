@@ -12,7 +12,8 @@ one the simulated Edge TPU's model (``devices.timing``, ``devices.power``) gives
 - p99 latency: frames leave at exit k after the segments up to it; the p99 is the time of the
   exit by which 99% of frames have left. Queueing is not modelled: at the rates used here
   (30 fps against a few ms per frame) a frame finds the pipeline empty.
-- the cold swap into the configuration: wake and load every powered TPU's segments.
+- the swap into the configuration: load every powered TPU's segments (``swap_s``, the
+  slowest TPU; ``swap_energy_j``, all of them), and per TPU that was off, a wake.
 
 The front keeps the configurations no other beats on all three. Each mode then runs the
 configuration of least energy among its calibrated mode points (any variant, any TPU count)
@@ -60,6 +61,8 @@ class Configuration:
     p99_ms: float
     swap_s: float
     swap_energy_j: float
+    wake_s: float = 0.0
+    wake_energy_j: float = 0.0
     mode: Optional[str] = None
     loss_bound: Optional[float] = None
 
@@ -70,7 +73,8 @@ class Configuration:
         return self.active_energy_j * fps + self.idle_power_w
 
     def cost(self, fps: float) -> ModeCost:
-        return ModeCost(self.power_w(fps), self.accuracy, self.swap_s, self.swap_energy_j)
+        return ModeCost(self.power_w(fps), self.accuracy, self.swap_s, self.swap_energy_j,
+                        self.num_tpus, self.wake_s, self.wake_energy_j)
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> 'Configuration':
@@ -104,7 +108,7 @@ def configurations(manifest: Manifest, profile: Profile, policy: str, max_tpus: 
                     group = [refs[s] for s in stage.segments]
                     for s, t in zip(stage.segments, device.estimate_ms(group)):
                         ms[s] = t
-                    load = (len(group) * timing.overhead_s + power.wake_s + timing.transfer_s(
+                    load = (len(group) * timing.overhead_s + timing.transfer_s(
                         min(sum(r.spec.param_bytes for r in group), timing.cache_bytes)))
                     swap_s.append(load)
                     swap_j += load * power.active_w * len(stage.devices)
@@ -114,7 +118,8 @@ def configurations(manifest: Manifest, profile: Profile, policy: str, max_tpus: 
                 found.append(Configuration(
                     vp.name, policy, point.thresholds, n, point.accuracy, active + host,
                     n * power.idle_w, _p99_ms(ms, exit_segments, point.exit_rates),
-                    max(swap_s), swap_j, point.mode, point.loss_bound))
+                    max(swap_s), swap_j, power.wake_s, power.wake_s * power.active_w,
+                    point.mode, point.loss_bound))
     return found
 
 

@@ -82,13 +82,23 @@ class ModeCost:
 
     ``power_w``: perception's mean power in the mode (devices and host share, at the frame
     rate); ``accuracy``: expected (0-1); ``swap_s`` / ``swap_energy_j``: loading its segments
-    onto its TPUs (waking those that are off), frames wait or drop meanwhile.
+    onto its ``tpus`` powered TPUs, frames wait or drop meanwhile; ``wake_s`` /
+    ``wake_energy_j``: what each TPU that must be powered on for it adds.
     """
 
     power_w: float
     accuracy: float
     swap_s: float = 0.0
     swap_energy_j: float = 0.0
+    tpus: int = 1
+    wake_s: float = 0.0
+    wake_energy_j: float = 0.0
+
+    def swap_from(self, other: 'ModeCost') -> tuple[float, float]:
+        """Return (seconds, joules) of switching into this mode from ``other``."""
+        woken = max(self.tpus - other.tpus, 0)
+        return (self.swap_s + (self.wake_s if woken else 0.0),
+                self.swap_energy_j + woken * self.wake_energy_j)
 
 
 class ModePolicy:
@@ -181,10 +191,11 @@ class ModePolicy:
             return True
         new, now = self.costs[self.config.modes[index]], self.costs[self.mode]
         hold = self.hold_s(index)
+        swap_s, swap_j = new.swap_from(now)
         if index > self.index:  # more frugal: energy saved against the swap's energy
-            return (now.power_w - new.power_w) * hold > new.swap_energy_j
+            return (now.power_w - new.power_w) * hold > swap_j
         # more capable: correct frames gained against the correct frames the swap loses
-        return (new.accuracy - now.accuracy) * hold > now.accuracy * new.swap_s
+        return (new.accuracy - now.accuracy) * hold > now.accuracy * swap_s
 
     # -- decision ------------------------------------------------------------------------
 
