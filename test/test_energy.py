@@ -1,35 +1,102 @@
 # Copyright 2026 dyn_perception maintainers. Apache-2.0.
-"""The energy manager's policy: bounds, hysteresis, dwell, CPU load; battery; modes file."""
+"""The energy manager's policy: bounds, hysteresis, persistence, swap cost; readings; battery."""
 
-from dyn_perception.runtime.energy import ModePolicy, PolicyConfig, SimulatedBattery
+import math
+
+from dyn_perception.runtime.energy import (
+    ModeCost, ModePolicy, PolicyConfig, ReadingGuard, SimulatedBattery
+)
 from dyn_perception.runtime.modes import load_modes
 import pytest
 
+QUICK = {'min_dwell_s': 0.0, 'down_persist_s': 0.0, 'charge_tau_s': 0.0, 'load_tau_s': 0.0}
 
-def test_mode_follows_the_charge_down_at_once():
-    policy = ModePolicy(PolicyConfig(min_dwell_s=10.0))
+
+def test_mode_follows_the_charge_down():
+    policy = ModePolicy(PolicyConfig(**QUICK))
     modes = [policy.update(t, charge) for t, charge in enumerate([0.9, 0.59, 0.3, 0.1, 0.0])]
     assert modes == ['performance', 'balanced', 'eco', 'critical', 'critical']
 
 
+def test_no_charge_reading_holds_the_start_mode_never_full():
+    policy = ModePolicy(PolicyConfig(**QUICK), 'eco')
+    assert policy.update(0.0, cpu_load=0.1) == 'eco' and policy.charge is None
+    assert 'no charge' in policy.reason
+
+
 def test_hysteresis_and_dwell_stop_flapping():
-    policy = ModePolicy(PolicyConfig(hysteresis=0.05, min_dwell_s=5.0), 'balanced')
+    policy = ModePolicy(PolicyConfig(hysteresis=0.05, min_dwell_s=5.0, down_persist_s=0.0,
+                                     charge_tau_s=0.0), 'balanced')
     policy.update(0.0, 0.5)
     # Hovering just above the performance bound (0.6) never switches up...
     assert {policy.update(t, 0.6 + 0.02 * (t % 2)) for t in range(1, 30)} == {'balanced'}
     # ...clearing it by the margin does, once the dwell time has passed.
     assert policy.update(30.0, 0.66) == 'performance'
-    # A dip switches down at once, but coming back needs the dwell time again.
-    assert policy.update(31.0, 0.5) == 'balanced'
-    assert policy.update(32.0, 0.9) == 'balanced'
-    assert policy.update(36.5, 0.9) == 'performance'
+    # A dip waits for the dwell floor too, and coming back needs the dwell time again.
+    assert policy.update(31.0, 0.5) == 'performance'
+    assert policy.update(35.0, 0.5) == 'balanced'
+    assert policy.update(36.0, 0.9) == 'balanced'
+    assert policy.update(40.5, 0.9) == 'performance'
 
 
-def test_high_cpu_load_steps_one_mode_down():
-    policy = ModePolicy(PolicyConfig(cpu_load_high=0.8, min_dwell_s=0.0))
+def test_a_step_down_needs_its_condition_to_persist():
+    policy = ModePolicy(PolicyConfig(min_dwell_s=0.0, down_persist_s=2.0, charge_tau_s=0.0))
+    policy.update(0.0, 0.9)
+    assert policy.update(1.0, 0.5) == 'performance'
+    assert policy.update(2.0, 0.9) == 'performance'  # the dip did not last: reset
+    assert policy.update(3.0, 0.5) == 'performance'
+    assert policy.update(4.9, 0.5) == 'performance'
+    assert policy.update(5.0, 0.5) == 'balanced'
+
+
+def test_high_cpu_load_steps_one_mode_down_with_a_band():
+    policy = ModePolicy(PolicyConfig(cpu_load_high=0.8, load_hysteresis=0.1, **QUICK))
     assert policy.update(0.0, 0.9, cpu_load=0.95) == 'balanced'
     assert policy.update(1.0, 0.1, cpu_load=0.95) == 'critical'
-    assert policy.update(2.0, 0.9, cpu_load=0.1) == 'performance'
+    assert policy.update(2.0, 0.9, cpu_load=0.75) == 'balanced'  # inside the band: still high
+    assert policy.update(3.0, 0.9, cpu_load=0.69) == 'performance'
+
+
+def test_flapping_charge_and_load_switch_at_most_once():
+    """Issue 18 case 8: 0.55/0.70 every 50 ms gave 7 switches in 20 s; load near 0.9 flapped."""
+    for charge_of, load_of in (
+            (lambda k: 0.55 if k % 2 else 0.70, lambda k: 0.2),
+            (lambda k: 1.0, lambda k: 0.9 + (0.03 if k % 2 else -0.03)),
+            (lambda k: 0.55 if k % 2 else 0.70, lambda k: 0.88 + 0.05 * math.sin(k / 7))):
+        policy = ModePolicy(PolicyConfig())
+        modes = [policy.update(0.05 * k, charge_of(k), load_of(k)) for k in range(400)]
+        changes = sum(a != b for a, b in zip(modes, modes[1:]))
+        assert changes <= 1 and policy.switches <= 1, (changes, set(modes))
+
+
+def test_a_step_down_that_would_not_pay_skips_to_one_that_does():
+    """Balanced would hold 1 s before eco's bound: not worth a 5 J swap; eco is."""
+    costs = {'performance': ModeCost(2.0, 0.94), 'balanced': ModeCost(1.8, 0.93, 0.5, 5.0),
+             'eco': ModeCost(1.0, 0.92, 0.5, 5.0), 'critical': ModeCost(0.8, 0.90, 0.5, 5.0)}
+    policy = ModePolicy(PolicyConfig(**QUICK, rate_window_s=4.0), costs=costs)
+    for t in range(5):  # performance still; the charge falls 0.05 per second to 0.36
+        policy.observe_charge(float(t), 0.56 - 0.05 * t)
+    assert policy.discharge_rate() == pytest.approx(0.05)
+    # balanced: (0.36 - 0.35) / (0.05 x 1.8 / 2) = 0.22 s of 0.2 W saved < 5 J: skipped;
+    # eco holds (0.36 - 0.15) / 0.025 = 8.4 s of 1 W saved > 5 J.
+    assert policy.hold_s(1) == pytest.approx(0.01 / 0.045)
+    assert policy.hold_s(2) == pytest.approx(0.21 / 0.025)
+    assert policy.decide(4.0) == 'eco'
+
+
+def test_a_step_up_that_would_not_pay_waits():
+    costs = {m: ModeCost(p, a, 30.0, 1.0) for m, p, a in (
+        ('performance', 2.0, 0.94), ('balanced', 1.5, 0.935), ('eco', 1.0, 0.92),
+        ('critical', 0.5, 0.90))}
+    policy = ModePolicy(PolicyConfig(**QUICK, rate_window_s=4.0), 'balanced', costs=costs)
+    for t in range(5):
+        policy.observe_charge(float(t), 0.70 - 0.001 * t)  # performance would hold ~100 s
+    assert policy.decide(4.0) == 'balanced'
+    # 0.005 accuracy for ~100 s (0.5 frame-seconds) < 0.935 x 30 s of swap: stay.
+    assert policy.mode == 'balanced' and 'not pay' in policy.reason
+    cheap = ModePolicy(PolicyConfig(**QUICK), 'balanced',
+                       costs={**costs, 'performance': ModeCost(2.0, 0.94, 0.01, 1.0)})
+    assert cheap.update(0.0, 0.7) == 'performance'
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -37,6 +104,8 @@ def test_high_cpu_load_steps_one_mode_down():
     ({'min_charge': (0.2, 0.35, 0.15, 0.0)}, 'must decrease'),
     ({'min_charge': (0.9, 0.5, 0.2, 0.1)}, 'last one 0'),
     ({'cpu_load_high': 0.0}, 'cpu_load_high'),
+    ({'load_hysteresis': 0.95}, 'load_hysteresis'),
+    ({'down_persist_s': -1.0}, 'down_persist_s'),
     ({'modes': ('a', 'a', 'b', 'c')}, 'unique'),
 ])
 def test_bad_policy_is_refused_with_a_reason(kwargs, message):
@@ -44,11 +113,38 @@ def test_bad_policy_is_refused_with_a_reason(kwargs, message):
         PolicyConfig(**kwargs)
 
 
+@pytest.mark.parametrize('value, reason', [
+    (float('nan'), 'charge_nan'), (55.0, 'charge_out_of_range'),
+    (-0.1, 'charge_out_of_range'), (float('inf'), 'charge_nan')])
+def test_bad_charge_readings_are_refused_and_counted(value, reason):
+    guard = ReadingGuard()
+    assert guard.charge(value, 0.0) is None
+    assert guard.counts[reason] == 1 and guard.refused == 1
+    assert guard.charge(0.4, 1.0) == 0.4
+
+
+def test_a_charge_jump_is_refused_until_it_lasts():
+    guard = ReadingGuard(max_jump=0.5, jump_window_s=1.0)
+    assert guard.charge(0.3, 0.0) == 0.3
+    assert guard.charge(0.95, 0.5) is None and guard.counts['charge_jump'] == 1
+    assert 'jumped' in guard.problem
+    assert guard.charge(0.95, 1.2) == 0.95  # lasted longer than the window: a new battery
+    assert guard.charge(0.70, 1.3) == 0.70  # 0.25: not a jump
+
+
+def test_bad_load_readings_are_refused_not_read_as_idle():
+    guard = ReadingGuard()
+    for value in (float('nan'), -0.2, 90.0):
+        assert guard.load(value) is None
+    assert guard.counts['load_nan'] == 1 and guard.counts['load_out_of_range'] == 2
+    assert guard.load(0.5) == 0.5
+
+
 def test_battery_drains_with_reported_energy_and_base_load():
     battery = SimulatedBattery(capacity_j=100.0, base_power_w=1.0)
     assert battery.drain(energy_j=10.0, seconds=10.0) == pytest.approx(0.8)
     assert battery.voltage == pytest.approx(10.5 + 2.1 * 0.8)
-    assert battery.drain(energy_j=1000.0) == 0.0
+    assert battery.drain(energy_j=1000.0) == 0.0 and battery.empty
     with pytest.raises(ValueError):
         SimulatedBattery(capacity_j=0.0)
 
@@ -60,3 +156,12 @@ def test_modes_file_with_an_unknown_key_is_refused(tmp_path):
         load_modes(path)
     path.write_text('modes:\n  - {name: eco, max_accuracy_loss: 1.5}\n')
     assert [m.name for m in load_modes(path)] == ['eco']
+
+
+def test_a_swap_that_powers_a_tpu_on_pays_the_wake():
+    one = ModeCost(0.6, 0.9, swap_s=0.01, swap_energy_j=0.02, tpus=1, wake_s=1.0,
+                   wake_energy_j=2.0)
+    two = ModeCost(1.2, 0.94, swap_s=0.01, swap_energy_j=0.04, tpus=2, wake_s=1.0,
+                   wake_energy_j=2.0)
+    assert two.swap_from(one) == pytest.approx((1.01, 2.04))
+    assert one.swap_from(two) == pytest.approx((0.01, 0.02))  # powering down costs no wake

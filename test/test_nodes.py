@@ -248,7 +248,8 @@ def test_malformed_images_are_counted_and_skipped(graph, break_it, reason):
 def test_energy_manager_follows_battery_with_hysteresis():
     with rclpy.init():
         manager = EnergyManager(parameter_overrides=[
-            Parameter('min_dwell_s', value=0.0), Parameter('period_s', value=0.1)])
+            Parameter('min_dwell_s', value=0.0), Parameter('period_s', value=0.1),
+            Parameter('down_persist_s', value=0.0), Parameter('charge_tau_s', value=0.0)])
         harness = Harness()
         executor = MultiThreadedExecutor()
         executor.add_node(manager)
@@ -258,7 +259,7 @@ def test_energy_manager_follows_battery_with_hysteresis():
         try:
             modes = [m.name for m in load_modes()]
             for charge, expected in ((0.9, modes[0]), (0.5, modes[1]), (0.62, modes[1]),
-                                     (0.7, modes[0]), (0.05, modes[-1])):
+                                     (0.7, modes[0]), (0.3, modes[2]), (0.05, modes[-1])):
                 harness.battery.publish(BatteryState(percentage=charge))
                 wait_for(lambda: manager.published == expected, timeout=5.0)
                 wait_for(lambda: harness.published_modes[-1:] == [expected], timeout=5.0)

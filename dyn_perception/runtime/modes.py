@@ -25,6 +25,11 @@ class Mode:
     max_accuracy_loss: float
 
 
+def budget_fraction(max_accuracy_loss: float) -> float:
+    """Return a budget in accuracy points as the largest loss bound that keeps it."""
+    return max_accuracy_loss / 100.0 + 1e-12  # the slack absorbs float rounding
+
+
 def load_modes(path: str | Path = DEFAULT_MODES_FILE) -> tuple[Mode, ...]:
     """Read and validate the mode list, most accurate first."""
     path = Path(path)

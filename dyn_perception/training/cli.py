@@ -5,6 +5,7 @@ train  --config C [--checkpoint P]       train (resumes from P when it exists)
 build  --checkpoint P --out models/NAME   export, verify, profile and plot
 all    --config C --out models/NAME       both; the command recorded beside shipped models
 prune  --config P                         pruned variants of a trained network (PruneConfig)
+front  --model NAME                       accuracy/energy/latency front, mode -> configuration
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shlex
 import sys
 from typing import Optional
 
-from dyn_perception.runtime.artifacts import ArtifactError
+from dyn_perception.runtime.artifacts import ArtifactError, load_manifest
 from dyn_perception.runtime.datasets import DatasetError
 from dyn_perception.runtime.modes import DEFAULT_MODES_FILE, load_modes
 import yaml
@@ -100,6 +101,21 @@ def cmd_prune(args: argparse.Namespace) -> None:
                   f'int8 test accuracy without exits {accuracy:.4f}')
 
 
+def cmd_front(args: argparse.Namespace) -> None:
+    from dyn_perception.training.front import build_front
+    command = ['python', '-m', 'dyn_perception.training', *sys.argv[1:]]
+    plot = Path(args.plot) if args.plot else None
+    for model in args.model:
+        path = plot or load_manifest(model).directory / 'front.png'
+        front = build_front(model, load_modes(args.modes), args.fps, args.max_tpus,
+                            ' '.join(shlex.quote(a) for a in command), path)
+        print(f'{model}: front written, plot {path}')
+        for policy, modes in front.modes.items():
+            print(f'  {policy}: ' + ', '.join(
+                f'{mode}={c.variant}/{c.num_tpus}tpu/{1e3 * c.energy_per_frame_j(args.fps):.2f}mJ'
+                for mode, c in modes.items()))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='dyn-perception-train', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,6 +146,12 @@ def parser() -> argparse.ArgumentParser:
     build_options(both)
     prune = sub.add_parser('prune', help='pruned variants of a trained network, built')
     prune.add_argument('--config', required=True, help='pruning config YAML (PruneConfig)')
+    front = sub.add_parser('front', help='accuracy/energy/latency front and mode mapping')
+    front.add_argument('--model', required=True, nargs='+', help='model names or directories')
+    front.add_argument('--fps', type=float, default=30.0, help='frame rate energy is costed at')
+    front.add_argument('--max-tpus', type=int, default=2, help='largest number of powered TPUs')
+    front.add_argument('--modes', default=str(DEFAULT_MODES_FILE), help='modes YAML')
+    front.add_argument('--plot', help='PNG path (default <model dir>/front.png)')
     return p
 
 
@@ -139,7 +161,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from dyn_perception.training.train import CheckpointError
     try:
         {'train': cmd_train, 'build': cmd_build, 'all': cmd_all,
-         'prune': cmd_prune}[args.command](args)
+         'prune': cmd_prune, 'front': cmd_front}[args.command](args)
     except (ValueError, DatasetError, CheckpointError, ExportError, ArtifactError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from dyn_perception.runtime.artifacts import LatencyStats, OperatingPoint, Profile
 from dyn_perception.runtime.exits import exit_index, ExitPolicy
-from dyn_perception.runtime.modes import Mode
+from dyn_perception.runtime.modes import budget_fraction, Mode
 from dyn_perception.runtime.segment import SegmentRunner
 import numpy as np
 
@@ -50,11 +50,6 @@ def machine_description() -> dict:
     return {'platform': platform.platform(), 'processor': platform.processor() or 'unknown',
             'cpu_count': os.cpu_count(), 'python': platform.python_version(),
             'litert': litert}
-
-
-def budget_fraction(max_accuracy_loss: float) -> float:
-    """Return a budget in accuracy points as the largest loss bound that keeps it."""
-    return max_accuracy_loss / 100.0 + 1e-12  # the slack absorbs float rounding
 
 
 class BudgetUnreachable(ValueError):

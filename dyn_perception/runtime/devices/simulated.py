@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from dyn_perception.runtime.devices.base import (
     Device, DeviceError, Invocation, LoadReport, SegmentRef
 )
+from dyn_perception.runtime.devices.power import PowerModel
 from dyn_perception.runtime.devices.timing import cache_plan, calibrated_timing, EdgeTPUTiming
 from dyn_perception.runtime.segment import SegmentRunner
 import numpy as np
@@ -31,12 +32,14 @@ class SimulatedEdgeTPU(Device):
     kind = 'sim_edgetpu'
 
     def __init__(self, name: str = 'simtpu0', timing: Optional[EdgeTPUTiming] = None,
-                 clock: str = 'virtual'):
+                 clock: str = 'virtual', power: Optional[PowerModel] = None):
         timing = timing or calibrated_timing('usb')
         super().__init__(name, timing.active_power_w, timing.idle_power_w)
         if clock not in CLOCKS:
             raise ValueError(f'{name}: clock must be one of {CLOCKS}, got {clock!r}')
         self.timing = timing
+        self.power = power or PowerModel.of(timing)
+        self.off = False
         self.clock = clock
         self.overruns = 0
         self._streamed: dict[str, int] = {}
@@ -56,6 +59,12 @@ class SimulatedEdgeTPU(Device):
         if invocations < 0:
             raise ValueError('invocations must be >= 0')
         self._failing_after = invocations
+
+    def power_off(self) -> None:
+        """Power down: the cache is lost, the next load pays a wake and a full reload."""
+        self.close()
+        self._streamed = {}
+        self.off = True
 
     def _plan(self, segments: Sequence[SegmentRef]) -> list[int]:
         return cache_plan([ref.spec.param_bytes for ref in segments], self.timing.cache_bytes)
@@ -78,6 +87,8 @@ class SimulatedEdgeTPU(Device):
         moved = sum(max(0, cached - old.get(ref.key, 0))
                     for ref, cached in zip(resident, self._plan(resident)))
         seconds = len(added) * self.timing.overhead_s + self.timing.transfer_s(moved)
+        if self.off and added:
+            seconds, self.off = seconds + self.power.wake_s, False
         self._wait(seconds, opening_s)
         return seconds
 

@@ -1,0 +1,315 @@
+"""
+Battery life: the energy manager's policy against the mode fixed at ``performance``.
+
+Closed loop in virtual time: the labelled Fashion-MNIST test split replayed at ``--fps`` (30)
+through the pipeline on simulated Edge TPUs (LiteRT computes every result; time and energy
+come from the simulator's model, ``devices.timing`` and ``devices.power``), a simulated
+battery drained every second by what the devices report (active energy of invocations and
+swaps, idle energy of powered TPUs, nothing for TPUs that are off) plus the host's share of
+each invocation and the robot's base load, and ``runtime.energy.ModePolicy`` deciding from the
+battery's charge. Each mode runs its configuration from the manifest's ``mode_configs`` (the
+front); TPUs a mode does not use are powered off once they hold nothing, and pay a wake and a
+reload when a mode needs them again.
+
+Runs: policy and ``performance`` fixed, without base load (targets: battery_life_ratio >= 1.5,
+battery_accuracy_loss_points <= 1.0) and at ``--base-load-w`` (reported). The base-load runs
+use a battery scaled so that ``performance`` lasts as long as without base load. Each mode is
+also run fixed over ``--calibration-frames`` frames to measure its power and accuracy on this
+stream; from those the offline best fixed schedule (it knows the future: the mix of at most
+two modes that lasts longest at the policy's mean accuracy) gives the ratio of the policy's
+life to the best possible. Accuracy counts every frame of the run; a dropped frame is wrong.
+The battery is small (``--capacity-j``, default 300 J: about 6.5 minutes of virtual time in
+``performance``) so that the default run takes a few minutes here.
+
+    python bench/battery.py [--json OUT] [--plot out/battery.png] [--capacity-j 300]
+"""
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+import sys
+from typing import Callable, Optional
+
+from _paths import ROOT
+from dyn_perception.runtime.artifacts import load_manifest
+from dyn_perception.runtime.datasets import load_dataset
+from dyn_perception.runtime.devices import calibrated_timing, SimulatedEdgeTPU
+from dyn_perception.runtime.devices.power import PowerLedger, PowerModel
+from dyn_perception.runtime.energy import ModePolicy, PolicyConfig, SimulatedBattery
+from dyn_perception.runtime.energy.front import HOST_ACTIVE_W, read_mode_configs
+from dyn_perception.runtime.modes import load_modes
+from dyn_perception.runtime.pipeline import Pipeline
+from dyn_perception.runtime.pipeline.results import OK
+import numpy as np
+from report import format_table, write_json
+from tqdm import tqdm
+
+
+@dataclass
+class Run:
+    """What one closed-loop run saw, second by second and frame by frame."""
+
+    name: str
+    life_s: float = 0.0
+    frames: int = 0
+    correct: int = 0
+    switches: int = 0
+    swaps: int = 0
+    wakes: int = 0
+    energy_j: float = 0.0
+    timeline: list = field(default_factory=list)  # (t, charge, mode, accuracy of the second)
+    latencies: dict = field(default_factory=dict)  # mode -> [latency s]
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.frames, 1)
+
+    def p99_ms(self, mode: str) -> Optional[float]:
+        values = self.latencies.get(mode)
+        return float(1e3 * np.percentile(values, 99)) if values else None
+
+
+class Loop:
+    """One model on a pool of simulated TPUs, with a battery, driven one second at a time."""
+
+    def __init__(self, model: str, pool: int, fps: float, images: np.ndarray,
+                 labels: np.ndarray):
+        self.manifest = load_manifest(model)
+        _, policies = read_mode_configs(model)
+        self.configs = policies[self.manifest.default_policy]
+        self.pool, self.fps = pool, fps
+        self.images, self.labels = images, labels
+        self.timing = calibrated_timing('usb')
+        self.power = PowerModel.of(self.timing)
+
+    def run(self, name: str, battery: Optional[SimulatedBattery], decide: Callable,
+            max_s: float = float('inf'), progress: Optional[tqdm] = None,
+            pool_powered: bool = False) -> Run:
+        """
+        Run until the battery is empty (or ``max_s``); ``decide(t, charge)`` gives the mode.
+
+        ``pool_powered`` keeps every TPU of the pool on, as before TPUs were powered by need.
+        """
+        run = Run(name)
+        mode = decide(0.0, battery.charge if battery else 1.0)
+        config = self.configs[mode]
+        devices = [SimulatedEdgeTPU(f'tpu{i}', self.timing, power=self.power)
+                   for i in range(self.pool)]
+        ledger = PowerLedger(self.power)
+        for i, device in enumerate(devices):
+            ledger.set_powered(device.name, pool_powered or i < config.num_tpus, 0.0)
+            if not ledger.is_on(device.name):
+                device.power_off()
+        pipeline = Pipeline(self.manifest, devices, variant=config.variant,
+                            policy=config.policy, thresholds=list(config.thresholds),
+                            num_devices=config.num_tpus, admission='drop_oldest')
+        modes_of = {pipeline.config.version: mode}
+        frame, spent, second = 0, 0.0, 0
+        while True:
+            start = float(second)
+            for k in range(int(self.fps)):
+                i = frame % len(self.images)
+                pipeline.submit((frame, int(self.labels[i])), self.images[i],
+                                at=start + k / self.fps)
+                frame += 1
+            second += 1
+            pipeline.advance(float(second))
+            correct = self._collect(pipeline.poll(), modes_of, run)
+            now = float(second)
+            for i, device in enumerate(devices):  # power off what holds nothing
+                if (ledger.is_on(device.name) and i >= config.num_tpus and not device.resident
+                        and not pool_powered):
+                    device.power_off()
+                    ledger.set_powered(device.name, False, now)
+            total = self._energy(pipeline, devices, ledger, now)
+            charge = battery.drain(total - spent, 1.0) if battery else 1.0
+            spent = total
+            run.timeline.append((now, charge, mode, correct / self.fps))
+            if progress is not None:
+                progress.update(1)
+            if (battery is not None and battery.empty) or now >= max_s:
+                break
+            wanted = decide(now, charge)
+            if wanted != mode:
+                mode, config = wanted, self.configs[wanted]
+                for i in range(config.num_tpus):
+                    ledger.set_powered(devices[i].name, True, now)
+                pipeline.set_mode(variant=config.variant, policy=config.policy,
+                                  thresholds=list(config.thresholds),
+                                  num_devices=config.num_tpus)
+                modes_of[pipeline.config.version] = mode
+                run.switches += 1
+        stats = pipeline.stats()
+        run.life_s, run.frames, run.energy_j = float(second), frame, spent
+        run.swaps = sum(d.loads for d in stats.devices)
+        run.wakes = ledger.wakes
+        return run
+
+    def _collect(self, results: list, modes_of: dict, run: Run) -> int:
+        correct = 0
+        for result in results:
+            if result.status == OK:
+                hit = result.class_id == result.frame_id[1]
+                correct += hit
+                mode = modes_of.get(result.config_version, '?')
+                run.latencies.setdefault(mode, []).append(result.latency_s)
+        run.correct += correct
+        return correct
+
+    def _energy(self, pipeline: Pipeline, devices: list, ledger: PowerLedger,
+                now: float) -> float:
+        """Active energy (invocations, swaps, wakes), idle of powered TPUs, host share."""
+        stats = pipeline.stats()
+        total = 0.0
+        for device, d in zip(devices, stats.devices):
+            working_s = d.busy_s + d.load_s
+            total += d.active_energy_j + ledger.idle_energy_j(device.name, now, working_s)
+            total += d.invocations * self.timing.overhead_s * HOST_ACTIVE_W
+        return total
+
+
+def best_fixed_schedule(power: dict, accuracy: dict, floor: float, capacity_j: float,
+                        base_w: float) -> tuple[float, str]:
+    """Longest life of a mix of at most two modes whose mean accuracy is at least ``floor``."""
+    best, how = 0.0, ''
+    names = list(power)
+    for a in names:
+        for b in names:
+            # time shares x for a, 1 - x for b: accuracy is linear in x, life in 1/power
+            for x in np.linspace(0.0, 1.0, 201):
+                acc = x * accuracy[a] + (1 - x) * accuracy[b]
+                if acc + 1e-12 < floor:
+                    continue
+                life = capacity_j / (x * power[a] + (1 - x) * power[b] + base_w)
+                if life > best:
+                    best, how = life, f'{x:.2f} {a} + {1 - x:.2f} {b}'
+    return best, how
+
+
+def policy_decider(modes: tuple, costs: dict, capacity_j: float, fps: float) -> Callable:
+    policy = ModePolicy(PolicyConfig(modes=modes, fps=fps), costs=costs, capacity_j=capacity_j)
+    return lambda t, charge: policy.update(t, charge)
+
+
+def plot(runs: list, modes: tuple, path: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for run in runs:
+        t, charge, mode, accuracy = zip(*run.timeline)
+        minutes = np.asarray(t) / 60.0
+        axes[0].plot(minutes, 100 * np.asarray(charge), label=run.name)
+        axes[1].step(minutes, [modes.index(m) for m in mode], where='post', label=run.name)
+        window = min(30, len(accuracy))
+        smooth = np.convolve(accuracy, np.ones(window) / window, mode='valid')
+        axes[2].plot(minutes[window - 1:], 100 * smooth, label=run.name)
+    axes[0].set_ylabel('battery %')
+    axes[1].set_yticks(range(len(modes)), modes)
+    axes[1].invert_yaxis()
+    axes[1].set_ylabel('mode')
+    axes[2].set_ylabel('accuracy %\n(30 s mean)')
+    axes[2].set_xlabel('virtual time (min)')
+    axes[0].legend(fontsize=8)
+    fig.suptitle('Battery life: energy policy against performance fixed (no base load)')
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', default='fmnist_eenet')
+    parser.add_argument('--num-tpus', type=int, default=2, help='TPUs in the pool')
+    parser.add_argument('--fps', type=float, default=30.0)
+    parser.add_argument('--capacity-j', type=float, default=300.0,
+                        help='battery capacity without base load (small: a short run)')
+    parser.add_argument('--base-load-w', type=float, default=10.0)
+    parser.add_argument('--calibration-frames', type=int, default=3000)
+    parser.add_argument('--json')
+    parser.add_argument('--plot', default=str(ROOT / 'out' / 'battery.png'))
+    args = parser.parse_args(argv)
+    test = load_dataset('fashion_mnist').test
+    loop = Loop(args.model, args.num_tpus, args.fps, test.images, test.labels)
+    modes = tuple(m.name for m in load_modes())
+    costs = {m: loop.configs[m].cost(args.fps) for m in modes}
+    perf_w = costs['performance'].power_w
+    scale = (perf_w + args.base_load_w) / perf_w
+    calibration_s = args.calibration_frames / args.fps
+    expected_s = 3.2 * (args.capacity_j / perf_w) * 2 + calibration_s * len(modes)
+    fixed: dict = {}
+    with tqdm(total=int(expected_s), unit='virtual s', file=sys.stderr) as bar:
+        for mode in modes:
+            fixed[mode] = loop.run(f'{mode} calibration', None, lambda t, c, m=mode: m,
+                                   max_s=calibration_s, progress=bar)
+        runs = {}
+        for label, capacity, base in (('', args.capacity_j, 0.0),
+                                      ('_base', args.capacity_j * scale, args.base_load_w)):
+            runs['performance' + label] = loop.run(
+                'performance fixed' + label, SimulatedBattery(capacity, base_power_w=base),
+                lambda t, c: 'performance', progress=bar)
+            if not label:
+                runs['pool_powered'] = loop.run(
+                    'performance, pool powered', SimulatedBattery(capacity, base_power_w=base),
+                    lambda t, c: 'performance', progress=bar, pool_powered=True)
+            runs['policy' + label] = loop.run(
+                'energy policy' + label, SimulatedBattery(capacity, base_power_w=base),
+                policy_decider(modes, costs, capacity, args.fps), progress=bar)
+    power = {m: r.energy_j / r.life_s for m, r in fixed.items()}
+    accuracy = {m: r.accuracy for m, r in fixed.items()}
+    results, rows = {}, []
+    for label, capacity, base in (('', args.capacity_j, 0.0),
+                                  ('_base', args.capacity_j * scale, args.base_load_w)):
+        policy, perf = runs['policy' + label], runs['performance' + label]
+        best_s, how = best_fixed_schedule(power, accuracy, policy.accuracy, capacity, base)
+        suffix = '' if not label else f'_at_{args.base_load_w:g}w'
+        results.update({
+            f'battery_life_ratio{suffix}': policy.life_s / perf.life_s,
+            f'battery_accuracy_loss_points{suffix}': 100 * (perf.accuracy - policy.accuracy),
+            f'battery_life_vs_best_fixed_schedule{suffix}': policy.life_s / best_s,
+            f'best_fixed_schedule{suffix}': how,
+            f'policy_life_s{suffix}': policy.life_s, f'performance_life_s{suffix}': perf.life_s,
+            f'policy_accuracy{suffix}': policy.accuracy,
+            f'performance_accuracy{suffix}': perf.accuracy,
+            f'mode_switches{suffix}': policy.switches, f'swaps{suffix}': policy.swaps,
+            f'tpu_wakes{suffix}': policy.wakes})
+        for run in (perf, policy):
+            rows.append([run.name, run.life_s / 60.0, 100 * run.accuracy, run.switches,
+                         run.swaps, run.frames])
+    results['battery_life_ratio_vs_pool_powered'] = (runs['policy'].life_s
+                                                     / runs['pool_powered'].life_s)
+    rows.insert(1, [runs['pool_powered'].name, runs['pool_powered'].life_s / 60.0,
+                    100 * runs['pool_powered'].accuracy, 0, runs['pool_powered'].swaps,
+                    runs['pool_powered'].frames])
+    for mode in modes:
+        results[f'p99_latency_ms.{mode}'] = runs['policy'].p99_ms(mode) or fixed[mode].p99_ms(
+            mode)
+        results[f'power_w.{mode}'] = power[mode]
+        results[f'accuracy.{mode}'] = accuracy[mode]
+    results.update({'capacity_j': args.capacity_j, 'base_load_w': args.base_load_w,
+                    'fps': args.fps, 'model': args.model, 'num_tpus': args.num_tpus})
+    print(format_table(['run', 'life (min)', 'accuracy %', 'switches', 'swaps', 'frames'], rows))
+    print(format_table(['mode', 'W (perception)', 'accuracy %', 'p99 ms', 'TPUs'],
+                       [[m, power[m], 100 * accuracy[m], results[f'p99_latency_ms.{m}'],
+                         loop.configs[m].num_tpus] for m in modes]))
+    print(format_table(['key', 'value', 'target'], [
+        ['battery_life_ratio', results['battery_life_ratio'], '>= 1.5'],
+        ['battery_accuracy_loss_points', results['battery_accuracy_loss_points'], '<= 1.0'],
+        ['battery_life_ratio_vs_pool_powered', results['battery_life_ratio_vs_pool_powered'],
+         'report'],
+        ['battery_life_vs_best_fixed_schedule',
+         results['battery_life_vs_best_fixed_schedule'], 'report'],
+        [f'battery_life_ratio_at_{args.base_load_w:g}w',
+         results[f'battery_life_ratio_at_{args.base_load_w:g}w'], 'report'],
+        [f'battery_accuracy_loss_points_at_{args.base_load_w:g}w',
+         results[f'battery_accuracy_loss_points_at_{args.base_load_w:g}w'], 'report']]))
+    plot([runs['performance'], runs['policy']], modes, Path(args.plot))
+    print(f'plot: {args.plot}')
+    write_json(args.json, results)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
