@@ -10,11 +10,11 @@ from dyn_perception.runtime.devices.base import (
 from dyn_perception.runtime.devices.cpu import LiteRTCpuDevice
 from dyn_perception.runtime.devices.edgetpu import EdgeTPUDevice, list_edge_tpus
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
+from dyn_perception.runtime.devices.layers import read_tflite, UnreadableModel
 from dyn_perception.runtime.devices.simulated import SimulatedEdgeTPU
 from dyn_perception.runtime.devices.timing import (
     calibrated_timing, calibration_table, EdgeTPUTiming, FitRefused
 )
-from dyn_perception.runtime.devices.layers import read_tflite, UnreadableModel
 
 __all__ = [
     'BACKENDS', 'calibrated_timing', 'calibration_table', 'Device', 'DeviceError',

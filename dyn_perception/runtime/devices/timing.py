@@ -290,13 +290,13 @@ def fit_timing(rows: Sequence[PublishedLatency] = CALIBRATION,
             link_of.append(k)
     design, published = np.array(design).reshape(-1, len(names)), np.array(published)
     link_of = np.array(link_of, dtype=int)
-    if len(published) < len(names) + len(interfaces) - 1:
-        raise FitRefused(f'{len(published)} published times for '
-                         f'{len(names) + len(interfaces) - 1} constants')
     unused = [name for name, column in zip(names, design.T) if not np.any(column > 0)]
     if unused:
         raise FitRefused(f'no calibration row exercises {", ".join(unused)}: '
                          'those constants would be undetermined')
+    if len(published) < len(names) + len(interfaces) - 1:
+        raise FitRefused(f'{len(published)} published times for '
+                         f'{len(names) + len(interfaces) - 1} constants')
     best = None
     for ratio in CLOCK_RATIOS if len(interfaces) > 1 else (1.0,):
         scales = np.where(link_of == 0, 1.0, ratio)
@@ -314,7 +314,7 @@ def fit_timing(rows: Sequence[PublishedLatency] = CALIBRATION,
                          f'{labels[worst]}, a row it was fitted on')
     lower = _lower_bounds(interfaces, chip_n, link_n, max(1.0, 1.0 / ratio))
     at_bound = tuple(name for name, value, low in zip(names, theta, lower)
-                     if low > 0 and value <= low * (1 + 1e-6))
+                     if value <= low * (1 + 1e-6) + 1e-12)
     if ratio in (CLOCK_RATIOS[0], CLOCK_RATIOS[-1]) and len(interfaces) > 1:
         at_bound += ('clock_ratio',)
     chip = dict(zip(CHIP_CONSTANTS, theta[:chip_n]))
