@@ -16,8 +16,7 @@ import types
 from dyn_perception.runtime.artifacts import load_manifest, load_profile
 from dyn_perception.runtime.devices import (
     calibrated_timing, calibration_table, DeviceError, DeviceUnavailable, EdgeTPUDevice,
-    EdgeTPUTiming, list_edge_tpus, LiteRTCpuDevice, make_devices, segment_refs,
-    SimulatedEdgeTPU
+    list_edge_tpus, LiteRTCpuDevice, make_devices, segment_refs, SimulatedEdgeTPU
 )
 from dyn_perception.runtime.devices.layers import read_tflite
 from dyn_perception.runtime.preprocess import to_int8_input
