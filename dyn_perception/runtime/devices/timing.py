@@ -20,7 +20,8 @@ reduction, so it occupies one row of lanes (64 channels, one tap a cycle); a vec
 Weights stay in the on-chip cache layer by layer in graph order while they fit (first fit:
 a layer too large for what is left streams, a later smaller one may still fit), in load order
 across co-resident models; what does not fit streams from host memory on every invocation,
-not overlapped with compute (the calibration compares both; see docs/runtime.md). The cache
+not overlapped with compute (an assumption the streaming-bound rows favour, weakly; see
+docs/runtime.md). The cache
 the compiler leaves for parameters is less than 8 MiB (``USABLE_CACHE_BYTES``).
 
 The unknowns enter linearly. The chip's (layer overhead, three utilisations) are shared by
