@@ -217,8 +217,7 @@ def ssd_mobilenet_v2(size: int = 300) -> Network:
 
 def inception_v3(size: int = 299) -> Network:
     """Build Inception v3 (Szegedy et al. 2016) as TF-slim writes it, with a valid stem."""
-    b = LayerBuilder(size, size).conv(32, 3, 2, valid=True).conv(32, 3, valid=True).conv(64, 3)
-    b.pool(3, 2, valid=True).conv(80, valid=True).conv(192, 3, valid=True).pool(3, 2, valid=True)
+    b = _stem_v3(size)
     for pool in (32, 64, 64):
         _branches(b, [lambda x: x.conv(64), lambda x: x.conv(48).conv(64, 5),
                       lambda x: x.conv(64).conv(96, 3).conv(96, 3),
@@ -237,14 +236,85 @@ def inception_v3(size: int = 299) -> Network:
                   .conv(192, 3, 2, valid=True),
                   lambda x: x.pool(3, 2, valid=True)])
     for _ in range(2):
-        _branches(b, [lambda x: x.conv(320),
-                      lambda x: _branches(x.conv(384), [lambda y: y.conv(384, (1, 3)),
-                                                        lambda y: y.conv(384, (3, 1))]),
-                      lambda x: _branches(x.conv(448).conv(384, 3),
-                                          [lambda y: y.conv(384, (1, 3)),
-                                           lambda y: y.conv(384, (3, 1))]),
+        _branches(b, [lambda x: x.conv(320), lambda x: _pair(384)(x.conv(384)),
+                      lambda x: _pair(384)(x.conv(448).conv(384, 3)),
                       lambda x: x.pool(3, 1, 'AVERAGE_POOL_2D').conv(192)])
     return _classifier(b, f'Inception v3 ({size})', size)
+
+
+def _stem_v3(size: int) -> LayerBuilder:
+    """Build the valid-padded stem Inception v3 and Inception-ResNet v2 share (to 35x35)."""
+    b = LayerBuilder(size, size).conv(32, 3, 2, valid=True).conv(32, 3, valid=True).conv(64, 3)
+    return b.pool(3, 2, valid=True).conv(80, valid=True).conv(192, 3, valid=True).pool(
+        3, 2, valid=True)
+
+
+def _pair(c: int, kernel: int = 3) -> Callable[[LayerBuilder], None]:
+    """Split into a 1xk and a kx1 convolution and concatenate them (Inception's last blocks)."""
+    return lambda x: _branches(x, [lambda y: y.conv(c, (1, kernel)),
+                                   lambda y: y.conv(c, (kernel, 1))])
+
+
+def inception_v4(size: int = 299) -> Network:
+    """Build Inception v4 (Szegedy et al. 2017) as TF-slim writes it."""
+    b = LayerBuilder(size, size).conv(32, 3, 2, valid=True).conv(32, 3, valid=True).conv(64, 3)
+    _branches(b, [lambda x: x.pool(3, 2, valid=True), lambda x: x.conv(96, 3, 2, valid=True)])
+    _branches(b, [lambda x: x.conv(64).conv(96, 3, valid=True),
+                  lambda x: x.conv(64).conv(64, (1, 7)).conv(64, (7, 1)).conv(96, 3, valid=True)])
+    _branches(b, [lambda x: x.conv(192, 3, 2, valid=True), lambda x: x.pool(3, 2, valid=True)])
+    for _ in range(4):
+        _branches(b, [lambda x: x.pool(3, 1, 'AVERAGE_POOL_2D').conv(96), lambda x: x.conv(96),
+                      lambda x: x.conv(64).conv(96, 3),
+                      lambda x: x.conv(64).conv(96, 3).conv(96, 3)])
+    _branches(b, [lambda x: x.conv(384, 3, 2, valid=True),
+                  lambda x: x.conv(192).conv(224, 3).conv(256, 3, 2, valid=True),
+                  lambda x: x.pool(3, 2, valid=True)])
+    for _ in range(7):
+        _branches(b, [lambda x: x.pool(3, 1, 'AVERAGE_POOL_2D').conv(128), lambda x: x.conv(384),
+                      lambda x: x.conv(192).conv(224, (1, 7)).conv(256, (7, 1)),
+                      lambda x: x.conv(192).conv(192, (7, 1)).conv(224, (1, 7))
+                      .conv(224, (7, 1)).conv(256, (1, 7))])
+    _branches(b, [lambda x: x.conv(192).conv(192, 3, 2, valid=True),
+                  lambda x: x.conv(256).conv(256, (1, 7)).conv(320, (7, 1))
+                  .conv(320, 3, 2, valid=True),
+                  lambda x: x.pool(3, 2, valid=True)])
+    for _ in range(3):
+        _branches(b, [lambda x: x.pool(3, 1, 'AVERAGE_POOL_2D').conv(256), lambda x: x.conv(256),
+                      lambda x: _pair(256)(x.conv(384)),
+                      lambda x: _pair(256)(x.conv(384).conv(448, (3, 1)).conv(512, (1, 3)))])
+    return _classifier(b, 'Inception v4', size)
+
+
+def _residual(b: LayerBuilder, branches: list[Callable[[LayerBuilder], None]]) -> None:
+    """Add an Inception-ResNet block: branches, a 1x1 back to the width, scale, add."""
+    channels = b.shape[2]
+    _branches(b, branches)
+    b.conv(channels).vector('MUL').vector('ADD')
+
+
+def inception_resnet_v2(size: int = 299) -> Network:
+    """Build Inception-ResNet v2 (Szegedy et al. 2017) as TF-slim writes it."""
+    b = _stem_v3(size)
+    _branches(b, [lambda x: x.conv(96), lambda x: x.conv(48).conv(64, 5),
+                  lambda x: x.conv(64).conv(96, 3).conv(96, 3),
+                  lambda x: x.pool(3, 1, 'AVERAGE_POOL_2D').conv(64)])
+    for _ in range(10):
+        _residual(b, [lambda x: x.conv(32), lambda x: x.conv(32).conv(32, 3),
+                      lambda x: x.conv(32).conv(48, 3).conv(64, 3)])
+    _branches(b, [lambda x: x.conv(384, 3, 2, valid=True),
+                  lambda x: x.conv(256).conv(256, 3).conv(384, 3, 2, valid=True),
+                  lambda x: x.pool(3, 2, valid=True)])
+    for _ in range(20):
+        _residual(b, [lambda x: x.conv(192),
+                      lambda x: x.conv(128).conv(160, (1, 7)).conv(192, (7, 1))])
+    _branches(b, [lambda x: x.conv(256).conv(384, 3, 2, valid=True),
+                  lambda x: x.conv(256).conv(288, 3, 2, valid=True),
+                  lambda x: x.conv(256).conv(288, 3).conv(320, 3, 2, valid=True),
+                  lambda x: x.pool(3, 2, valid=True)])
+    for _ in range(10):
+        _residual(b, [lambda x: x.conv(192),
+                      lambda x: x.conv(192).conv(224, (1, 3)).conv(256, (3, 1))])
+    return _classifier(b.conv(1536), 'Inception-ResNet v2', size)
 
 
 def densenet121(size: int = 224) -> Network:
@@ -307,6 +377,8 @@ HELD_OUT = (
     PublishedLatency('DenseNet-121 (224)', densenet121, 20.0, 25.0),
     PublishedLatency('Inception v3 (299)', lambda: inception_v3(299), 42.8, None,
                      'coral.ai/models/all'),
+    PublishedLatency('Inception v4 (299)', inception_v4, 85.0, 102.0),
+    PublishedLatency('Inception-ResNet v2 (299)', inception_resnet_v2, 57.0, 69.0),
     PublishedLatency('ResNet-50 V2 (299)', lambda: resnet(
         (3, 4, 6, 3), 299, True, 'ResNet-50 V2 (299)'), 50.0, 59.0),
     PublishedLatency('VGG19 (224)', lambda: vgg((2, 2, 4, 4, 4), 'VGG19 (224)'), 308.0, 357.0),
