@@ -345,8 +345,9 @@ def calibration_rows() -> list:
         timing = calibrated_timing(interface)
         for name, published, modelled, error in calibration_table(interface):
             rows.append([interface, name, published, modelled, error])
+        utilisation = ', '.join(f'{k} {v:.2f}' for k, v in timing.utilisation.items())
         rows.append([interface, f'fit: overhead {1e3 * timing.overhead_s:.2f} ms, utilisation '
-                     f'{timing.utilisation:.3f}, {timing.bandwidth_bytes_per_s / 1e6:.0f} MB/s',
+                     f'{utilisation}, {timing.bandwidth_bytes_per_s / 1e6:.0f} MB/s',
                      '', '', ''])
     return rows
 

@@ -10,14 +10,15 @@ from dyn_perception.runtime.devices.base import (
 from dyn_perception.runtime.devices.cpu import LiteRTCpuDevice
 from dyn_perception.runtime.devices.edgetpu import EdgeTPUDevice, list_edge_tpus
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
+from dyn_perception.runtime.devices.layers import read_tflite, UnreadableModel
 from dyn_perception.runtime.devices.simulated import SimulatedEdgeTPU
 from dyn_perception.runtime.devices.timing import (
-    calibrated_timing, calibration_table, EdgeTPUTiming, PUBLISHED
+    calibrated_timing, calibration_table, EdgeTPUTiming, FitRefused
 )
 
 __all__ = [
     'BACKENDS', 'calibrated_timing', 'calibration_table', 'Device', 'DeviceError',
-    'DeviceUnavailable', 'EdgeTPUDevice', 'EdgeTPUTiming', 'Invocation', 'list_edge_tpus',
-    'LiteRTCpuDevice', 'LoadReport', 'make_devices', 'PUBLISHED', 'SegmentRef', 'segment_refs',
-    'SimulatedEdgeTPU',
+    'DeviceUnavailable', 'EdgeTPUDevice', 'EdgeTPUTiming', 'FitRefused', 'Invocation',
+    'list_edge_tpus', 'LiteRTCpuDevice', 'LoadReport', 'make_devices', 'read_tflite',
+    'SegmentRef', 'segment_refs', 'SimulatedEdgeTPU', 'UnreadableModel',
 ]

@@ -2,12 +2,13 @@
 A simulated Edge TPU: real results from LiteRT on the CPU, time and energy from a model.
 
 The results are the int8 segment's own (LiteRT runs it), so a simulated pipeline classifies
-exactly as a real one would; only the clock is modelled (see ``timing``). Co-resident segments
-share the 8 MB parameter cache in load order, as co-compiled models do; what does not fit is
-streamed on every invocation. In virtual time nothing waits: the pipeline advances a simulated
-clock by the modelled durations, which makes runs fast and deterministic. In wall-clock time
-each invocation and swap sleeps until its modelled duration has passed, for demos; an
-invocation whose LiteRT computation alone takes longer than the model is counted as an overrun.
+exactly as a real one would; only the clock is modelled, per layer of the segment's own graph
+(see ``timing``). Co-resident segments share the parameter cache layer by layer in load order,
+as co-compiled models do; what does not fit is streamed on every invocation. In virtual time
+nothing waits: the pipeline advances a simulated clock by the modelled durations, which makes
+runs fast and deterministic. In wall-clock time each invocation and swap sleeps until its
+modelled duration has passed, for demos; an invocation whose LiteRT computation alone takes
+longer than the model is counted as an overrun.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Optional, Sequence
 from dyn_perception.runtime.devices.base import (
     Device, DeviceError, Invocation, LoadReport, SegmentRef
 )
+from dyn_perception.runtime.devices.layers import Network, read_tflite
 from dyn_perception.runtime.devices.power import PowerModel
-from dyn_perception.runtime.devices.timing import cache_plan, calibrated_timing, EdgeTPUTiming
+from dyn_perception.runtime.devices.timing import calibrated_timing, EdgeTPUTiming, plan_cache
 from dyn_perception.runtime.segment import SegmentRunner
 import numpy as np
 
@@ -66,13 +68,19 @@ class SimulatedEdgeTPU(Device):
         self._streamed = {}
         self.off = True
 
+    @staticmethod
+    def _network(ref: SegmentRef) -> Network:
+        return read_tflite(ref.path)
+
     def _plan(self, segments: Sequence[SegmentRef]) -> list[int]:
-        return cache_plan([ref.spec.param_bytes for ref in segments], self.timing.cache_bytes)
+        """Return the cached weight bytes of each segment when exactly these are resident."""
+        plan = plan_cache([self._network(ref) for ref in segments], self.timing.cache_bytes)
+        return [plan.cached_bytes(i) for i in range(len(segments))]
 
     def load(self, segments: Sequence[SegmentRef]) -> LoadReport:
         report = super().load(segments)
         resident = self.resident
-        self._streamed = {ref.key: ref.spec.param_bytes - cached
+        self._streamed = {ref.key: self._network(ref).weight_bytes - cached
                           for ref, cached in zip(resident, self._plan(resident))}
         return report
 
@@ -107,12 +115,10 @@ class SimulatedEdgeTPU(Device):
             self._failing_after -= 1
         start = time.perf_counter()
         output = runner(x)
-        seconds = self.timing.invoke_s(ref.spec.macs, self._streamed[ref.key], ref.io_bytes)
+        seconds = self.timing.invoke_s(self._network(ref), self._streamed[ref.key])
         self._wait(seconds, time.perf_counter() - start)
         return Invocation(output, seconds, seconds * self.active_power_w)
 
     def estimate_ms(self, segments: Sequence[SegmentRef]) -> tuple[float, ...]:
         """Modelled time of each segment with these segments (and only these) resident."""
-        return tuple(
-            1e3 * self.timing.invoke_s(ref.spec.macs, ref.spec.param_bytes - cached, ref.io_bytes)
-            for ref, cached in zip(segments, self._plan(segments)))
+        return tuple(1e3 * s for s in self.timing.estimate_s([self._network(r) for r in segments]))
