@@ -318,9 +318,13 @@ class Planner:
         job is released) and full width at the lowest priority: it only blocks (strict: no
         lower job starts while J waits; bypass: it is not narrower than J), so the test with
         that task appended bounds every stream through the switch.  The same bounds hold for
-        the steady state after it, so they are the ones published.
+        the steady state after it, so they are the ones published.  A switch that loads
+        nothing starts the new configuration at an idle instant, which its own analysis
+        already covers: no blocking job is added.
         """
-        load_ticks = ticks_up(load_s, self.tick_s) if load_s > 0 else 0
+        if load_s <= 0:
+            return admitted
+        load_ticks = ticks_up(load_s, self.tick_s)
         groups = _groups(admitted)
         bounds = {}
         for devices, members in groups.items():

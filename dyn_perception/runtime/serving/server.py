@@ -64,6 +64,11 @@ class _Switch:
     load_s: float
 
 
+def rejection(name: str, err: Exception) -> str:
+    """The reason a stream was refused, led by its own name (the cause may name another)."""
+    reason = str(err)
+    return reason if reason.startswith(f'stream {name}: ') else f'stream {name}: {reason}'
+
 class StreamServer:
     """Streams, admission, the dispatcher and accounting (see the module docstring)."""
 
@@ -152,7 +157,7 @@ class StreamServer:
                     self._admit([*kept, served], self.mode)
                     kept.append(served)
                 except ServingError as err:
-                    self.rejections[served.spec.name] = str(err)
+                    self.rejections[served.spec.name] = rejection(served.spec.name, err)
         if not kept:
             raise ServingError('no stream can be admitted: ' + '; '.join(self.rejections.values()))
         # Start-up: the loads happen before the first frame, outside the analysis.
@@ -204,8 +209,8 @@ class StreamServer:
             self._request((*self._target_streams(), served), self._target_mode(),
                           f'add {spec.name}')
         except ServingError as err:
-            self.rejections[spec.name] = str(err)
-            raise
+            self.rejections[spec.name] = rejection(spec.name, err)
+            raise ServingError(self.rejections[spec.name]) from err
         self.rejections.pop(spec.name, None)
 
     def remove_stream(self, name: str) -> None:
