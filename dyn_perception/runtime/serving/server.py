@@ -65,9 +65,10 @@ class _Switch:
 
 
 def rejection(name: str, err: Exception) -> str:
-    """The reason a stream was refused, led by its own name (the cause may name another)."""
+    """Lead the reason a stream was refused with its own name (the cause may name another)."""
     reason = str(err)
     return reason if reason.startswith(f'stream {name}: ') else f'stream {name}: {reason}'
+
 
 class StreamServer:
     """Streams, admission, the dispatcher and accounting (see the module docstring)."""
