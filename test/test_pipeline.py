@@ -78,6 +78,7 @@ def test_pipelined_results_equal_the_single_process_chain(manifest, frames, chai
     thresholds = manifest.variant('base').thresholds[policy][mode]
     assert_same(run_all(pipeline, frames), reference(chains['base'], frames, policy, thresholds))
     assert pipeline.stats().completed == len(frames)
+    pipeline.close()  # virtual time too: the executor's lock is a condition to notify
 
 
 def test_exits_follow_the_policy_and_later_stages_never_see_exited_frames(

@@ -32,7 +32,7 @@ class VirtualExecutor:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.lock = threading.RLock()
+        self.lock = threading.Condition(threading.RLock())  # Pipeline.close notifies on it
         self.now = 0.0
         self._events: list = []
         self._order = itertools.count()
