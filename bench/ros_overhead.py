@@ -48,8 +48,8 @@ from std_msgs.msg import String
 def perception_spec(reliability: str) -> NodeSpec:
     """Describe the node under test, the same in this process and in a second one."""
     return NodeSpec('perception', 'perception', 'dyn_perception.nodes.perception:Perception',
-                    {'backend': 'litert', 'num_tpus': 1, 'follow_energy_mode': False,
-                     'mode': 'balanced', 'image_reliability': reliability})
+                    {'backend': 'litert', 'num_tpus': 1, 'mode': 'balanced',
+                     'image_reliability': reliability})
 
 
 def now_ns(node: Node) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import importlib
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 import time
@@ -123,53 +124,82 @@ def make_node(spec: NodeSpec):
     return node_class(parameter_overrides=overrides)
 
 
-def run_in_process(graph: Graph, duration: Optional[float] = None) -> None:
+def run_in_process(graph: Graph, duration: Optional[float] = None) -> int:
     """
-    Spin every node of the graph on one single-threaded executor.
+    Spin every node of the graph on one single-threaded executor; return the exit status.
 
     Every callback is short (inference runs inline, about a millisecond), and rclpy's
     multi-threaded executor measured 10-40 ms from publish to callback for a 640x480 image
-    here against 2-3 ms single-threaded (bench/ros_overhead.py).
+    here against 2-3 ms single-threaded (bench/ros_overhead.py). Signals and start-up
+    errors are handled as a node process handles them (``nodes/spin.py``).
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    with rclpy.init():
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+    from dyn_perception.nodes.spin import spin_until_stopped, STARTUP_ERRORS, StopRequest
+    stop = StopRequest()
+    stop.install()
+    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
         executor = SingleThreadedExecutor()
-        nodes = [make_node(spec) for spec in graph.nodes]
-        for node in nodes:
-            executor.add_node(node)
+        nodes = []
+        try:
+            for spec in graph.nodes:
+                nodes.append(make_node(spec))
+                executor.add_node(nodes[-1])
+        except STARTUP_ERRORS as err:
+            print('error: ' + ' '.join(str(err).split()), file=sys.stderr)
+            return 2
         deadline = None if duration is None else time.monotonic() + duration
         try:
-            while deadline is None or time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
+            spin_until_stopped(executor, stop, lambda: deadline is not None
+                               and time.monotonic() >= deadline)
         finally:
             executor.shutdown()
             for node in nodes:
                 node.destroy_node()
+    stop.ignore_further()
+    return 0
+
+
+def stop_like_launch(processes: Sequence[subprocess.Popen], sigterm_timeout: float = 5.0,
+                     sigkill_timeout: float = 5.0) -> None:
+    """
+    Stop processes as ``ros2 launch`` does.
+
+    SIGINT, SIGTERM after ``sigterm_timeout``, then SIGKILL after ``sigkill_timeout`` more
+    (launch/actions/execute_local.py in ros2/launch).
+    """
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for escalate, timeout in ((signal.SIGTERM, sigterm_timeout), (signal.SIGKILL,
+                                                                  sigkill_timeout)):
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(escalate)
+    for p in processes:
+        p.wait()
 
 
 def run_processes(graph: Graph, duration: Optional[float] = None) -> int:
     """Start one process per node (``python -m <module>``), wait, and stop them together."""
+    from dyn_perception.nodes.spin import StopRequest
+    stop = StopRequest()
+    stop.install()
     env = {**os.environ, **graph.environment(os.environ)}
     processes = [subprocess.Popen([sys.executable, '-m', spec.module, *spec.ros_arguments()],
                                   env=env) for spec in graph.nodes]
-    try:
-        deadline = None if duration is None else time.monotonic() + duration
-        while all(p.poll() is None for p in processes):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.terminate()
-        for p in processes:
-            p.wait(timeout=10)
-    return max(p.returncode or 0 for p in processes)
+    deadline = None if duration is None else time.monotonic() + duration
+    while all(p.poll() is None for p in processes) and not stop.stopped:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    stop_like_launch(processes)
+    stop.ignore_further()
+    return next((p.returncode for p in processes if p.returncode), 0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -197,5 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.processes == 'per-node':
         return run_processes(graph, args.duration)
-    run_in_process(graph, args.duration)
-    return 0
+    return run_in_process(graph, args.duration)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -126,3 +126,25 @@ def test_a_missing_fastdds_profile_is_a_graph_error(tmp_path):
     (tmp_path / 'graph.yaml').write_text(text)
     with pytest.raises(ValueError, match='not a valid node graph'):
         load_graph(tmp_path / 'graph.yaml')
+
+
+@pytest.mark.skipif(HAVE_LAUNCH, reason='the real launch packages are installed; '
+                                        'test_real_launch_description covers the file')
+def test_every_launch_argument_reaches_the_node_parameters_it_names(stand_ins):
+    # What `ros2 launch dyn_perception pipeline.launch.py name:=value` hands the nodes, for
+    # every argument at once, each with a value unlike its default.
+    module = load_launch_file()
+    graph = load_graph()
+    choices = {'mode': 'eco', 'policy': 'critical', 'source': 'folder',
+               'backend': 'sim-edgetpu', 'image_reliability': 'best_effort'}
+    by_type = {int: '7', float: '12.5'}
+    texts = {a.name: choices.get(a.name, by_type.get(type(a.default), f'/some/{a.name}'))
+             for a in graph.arguments}
+    nodes = module.generate_launch_description().args[0][-1].kwargs['function'](
+        {'config': str(DEFAULT_GRAPH), **texts})
+    given = {n.kwargs['name']: n.kwargs['parameters'][0] for n in nodes}
+    for argument in graph.arguments:
+        value = argument.parse(texts[argument.name])
+        assert value != argument.default, argument.name
+        for node, parameter in argument.sets:
+            assert given[node][parameter] == value, f'{argument.name} -> {node}.{parameter}'

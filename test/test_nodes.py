@@ -7,14 +7,16 @@ and calls their parameter services the way ``ros2 param set`` does.
 """
 
 import json
+import shutil
 import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from dyn_perception.nodes.conversions import rgb_to_image
+from dyn_perception.nodes.conversions import MALFORMED_KINDS, rgb_to_image
 from dyn_perception.nodes.energy_manager import EnergyManager
 from dyn_perception.nodes.perception import Perception
 from dyn_perception.nodes.qos import image_qos
+from dyn_perception.runtime.artifacts import PROFILE_FILE, resolve_model_dir
 from dyn_perception.runtime.datasets import load_dataset
 from dyn_perception.runtime.frames import letterbox
 from dyn_perception.runtime.modes import load_modes
@@ -194,14 +196,18 @@ def test_parameters_are_checked_like_ros2_param_set(graph):
     assert not bad_type.successful
     described = perception.describe_parameter('num_tpus')
     assert described.integer_range[0].to_value == 16 and described.description
+    mode = perception.describe_parameter('mode')
+    assert mode.additional_constraints == 'one of: auto, ' + ', '.join(perception.modes)
 
 
 def test_energy_mode_changes_thresholds_within_a_few_frames(graph):
     perception, harness = graph
     harness.send(20)
     wait_for(lambda: len(harness.results) >= 20)
+    assert harness.set_parameters('perception', mode='auto')[0].successful
     harness.modes.publish(String(data='critical'))
-    wait_for(lambda: perception.get_parameter('mode').value == 'critical')
+    wait_for(lambda: perception.engine.settings.mode == 'critical')
+    assert perception.get_parameter('mode').value == 'auto'
     switched_at = harness.sent
     harness.send(60)
     wait_for(lambda: len(harness.results) >= switched_at + 60)
@@ -214,13 +220,13 @@ def test_energy_mode_changes_thresholds_within_a_few_frames(graph):
     assert mean_exit(after[first_critical:]) < mean_exit(before)
     harness.modes.publish(String(data='warp-speed'))
     time.sleep(0.5)
-    assert perception.get_parameter('mode').value == 'critical'
+    assert perception.engine.settings.mode == 'critical'
 
 
 @pytest.mark.parametrize('break_it, reason', [
-    (lambda m: setattr(m, 'encoding', 'yuv422'), 'unsupported'),
+    (lambda m: setattr(m, 'encoding', 'yuv422'), 'encoding'),
     (lambda m: setattr(m, 'step', m.step - 1), 'step'),
-    (lambda m: setattr(m, 'data', bytes(m.data)[:100]), 'data'),
+    (lambda m: setattr(m, 'data', bytes(m.data)[:100]), 'size'),
     (lambda m: (setattr(m, 'height', 0), setattr(m, 'data', b'')), 'empty'),
 ])
 def test_malformed_images_are_counted_and_skipped(graph, break_it, reason):
@@ -266,3 +272,114 @@ def test_energy_manager_follows_battery_with_hysteresis():
             manager.destroy_node()
             harness.destroy_node()
             thread.join(timeout=5)
+
+
+def test_bad_ground_truth_is_counted_never_fatal(graph):
+    # Each of these once ended the process (OverflowError, unhashable list) or was taken.
+    perception, harness = graph
+    for text in ('{"stamp": [1, 2], "class_id": 1e999}', '{"stamp": [[1], [2]], "class_id": 1}',
+                 '{"stamp": [1, 2], "class_id": 99}', '{"stamp": [1, 2], "class_id": true}',
+                 '[1, 2]', 'not json'):
+        harness.truth.publish(String(data=text))
+    wait_for(lambda: perception.malformed['ground_truth'] >= 6)
+    harness.send(5)
+    wait_for(lambda: len(harness.results) >= 5)
+    assert all(r['status'] == 'ok' and r['correct'] is not None for r in harness.results)
+
+
+def test_malformed_reasons_are_a_fixed_set(graph):
+    perception, harness = graph
+    steps = iter(range(1, 16))
+
+    def bad_step(image):
+        msg = rgb_to_image(image)
+        msg.step = next(steps)  # 15 different wrong values
+        return msg
+
+    harness.send(15, bad_step)
+    harness.send(2)
+    wait_for(lambda: len(harness.results) >= 2 and perception.malformed['step'] == 15)
+    wait_for(lambda: any(kv.key == 'malformed' and kv.value == '15'
+                         for m in harness.diagnostics[-1:] for kv in m.status[0].values))
+    keys = [kv.key for kv in harness.diagnostics[-1].status[0].values
+            if kv.key.startswith('malformed.')]
+    assert len(keys) == len(MALFORMED_KINDS) + 1, keys  # the image kinds and ground_truth
+
+
+def test_a_silent_label_publisher_holds_one_frame_not_every_frame(graph):
+    # harness.truth exists but sends nothing: the first frame waits its 0.5 s, the rest go
+    # straight on; the hold is part of that frame's latency.
+    perception, harness = graph
+    start = time.monotonic()
+    harness.send(6, with_labels=False, in_flight=0)
+    wait_for(lambda: len(harness.results) >= 6)
+    assert time.monotonic() - start < 1.5, 'later frames must not wait for labels'
+    assert harness.results[0]['latency_ms'] >= 450
+    assert max(r['latency_ms'] for r in harness.results[1:]) < 400
+    harness.send(4)  # labels flow again: after the first of them, frames pair again
+    wait_for(lambda: len(harness.results) >= 10)
+    assert all(r['correct'] is not None for r in harness.results[7:])
+
+
+def model_copy(tmp_path, how: str) -> str:
+    model = tmp_path / how
+    shutil.copytree(resolve_model_dir('fmnist_eenet'), model)
+    segment = model / 'base' / 'segment0.tflite'
+    if how == 'truncated_segment':
+        segment.write_bytes(segment.read_bytes()[:1000])
+    elif how == 'random_segment':
+        segment.write_bytes(np.random.default_rng(0).bytes(segment.stat().st_size))
+    elif how == 'corrupt_profile':
+        (model / PROFILE_FILE).write_text('variants: {base: 7\n')
+    return str(model)
+
+
+def test_a_change_that_cannot_be_built_is_refused_and_the_old_pipeline_serves(graph, tmp_path):
+    perception, harness = graph
+    harness.send(3)
+    refused = {
+        'backend edgetpu (no pycoral)': ({'backend': 'edgetpu'}, 'pycoral'),
+        'corrupt profile.yaml': ({'model': model_copy(tmp_path, 'corrupt_profile')}, 'profile'),
+        'truncated .tflite': ({'model': model_copy(tmp_path, 'truncated_segment')}, 'segment'),
+        'random .tflite': ({'model': model_copy(tmp_path, 'random_segment')}, 'segment'),
+    }
+    for case, (values, word) in refused.items():
+        result = harness.set_parameters('perception', **values)[0]
+        assert not result.successful and word in result.reason, (case, result.reason)
+        harness.send(3)
+    assert perception.get_parameter('model').value == 'fmnist_eenet'
+    assert perception.get_parameter('backend').value == 'litert'
+    wait_for(lambda: len(harness.results) >= harness.sent)
+    assert [r['status'] for r in harness.results] == ['ok'] * harness.sent
+    accepted = harness.set_parameters('perception', num_tpus=2, queue_capacity=8)[0]
+    assert accepted.successful, accepted.reason
+    assert len(perception.engine.stats().devices) == 2
+    harness.send(5)
+    wait_for(lambda: len(harness.results) >= harness.sent)
+    assert all(r['status'] == 'ok' for r in harness.results)
+
+
+def test_a_storm_of_pipeline_changes_is_answered_promptly_and_every_frame_has_a_record(graph):
+    # 40 sets of num_tpus and queue_capacity back to back while frames flow: each builds a
+    # pipeline beside the running one; none may leave a frame without its record.
+    perception, harness = graph
+    answers = []
+
+    def storm():
+        for i in range(40):
+            answers.append(harness.set_parameters('perception', num_tpus=1 + i % 2,
+                                                  queue_capacity=4 + i % 3)[0])
+
+    start = time.monotonic()
+    thread = threading.Thread(target=storm)
+    thread.start()
+    while thread.is_alive():
+        harness.send(1, in_flight=4)
+    thread.join()
+    storm_s = time.monotonic() - start
+    assert len(answers) == 40 and all(a.successful for a in answers)
+    assert storm_s < 15.0, f'40 sets took {storm_s:.1f} s'
+    wait_for(lambda: len(harness.results) >= harness.sent)
+    assert sorted(r['frame'] for r in harness.results) == list(range(harness.sent))
+    for r in harness.results:
+        assert r['status'] == 'ok' or (r['status'] == 'dropped' and r['error']), r

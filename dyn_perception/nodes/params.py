@@ -63,7 +63,9 @@ class ParameterSet:
 
     ``validate(proposed, changed)`` sees every parameter's value as it would be after the
     change and the names that change; it returns a reason to refuse, or None. ``apply``
-    receives the accepted changes.
+    receives the accepted changes. Values given at start-up (``-p name:=value``, a launch
+    file's parameters) bypass the on-set callback, so they are checked here once: a bad one
+    raises ValueError naming the parameter and its allowed values.
     """
 
     def __init__(self, node: Node, params: Sequence[Param],
@@ -74,6 +76,9 @@ class ParameterSet:
         self.validate, self.apply = validate, apply
         for p in params:
             node.declare_parameter(p.name, p.default, p.descriptor())
+        problems = [p.problem(self.value(p.name)) for p in params]
+        if any(problems):
+            raise ValueError(f'{node.get_name()}: ' + '; '.join(filter(None, problems)))
         node.add_on_set_parameters_callback(self._on_set)
         node.add_post_set_parameters_callback(self._post_set)
 

@@ -5,16 +5,23 @@ Subscribes ``image_raw`` (sensor data QoS), ``image_raw/ground_truth`` (from a l
 replay) and ``energy_mode``; publishes ``~/result`` (``std_msgs/String``, JSON, schema
 ``dyn_perception/result/1`` documented in ``runtime.perception``), ``~/overlay`` (annotated
 ``sensor_msgs/Image``, only while someone listens) and ``/diagnostics``. A malformed image is
-dropped with a counted, logged reason. All the work is in ``runtime.perception``.
+dropped with a counted, logged reason of a fixed kind; so is a malformed label. All the work
+is in ``runtime.perception``.
+
+Who sets the mode: ``mode:=auto`` (the default) follows ``energy_mode``, what the energy
+manager publishes; a mode name, at start-up or by ``ros2 param set /perception mode eco``,
+holds that mode whatever the energy manager says, until ``mode`` is set back to ``auto``.
+The mode running is in every result record and in ``/diagnostics``.
 """
 
-from collections import Counter
 import json
 import time
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dyn_perception.nodes.conversions import image_to_rgb, rgb_to_image
+from dyn_perception.nodes.conversions import (
+    image_to_rgb, MALFORMED_KINDS, MalformedImage, rgb_to_image
+)
 from dyn_perception.nodes.params import Param, ParameterSet
 from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY_PARAM
 from dyn_perception.nodes.spin import spin_node
@@ -22,14 +29,17 @@ from dyn_perception.runtime.devices.factory import BACKENDS
 from dyn_perception.runtime.exits import POLICIES
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.overlay import annotate
-from dyn_perception.runtime.pairing import StampPairing
+from dyn_perception.runtime.pairing import parse_label, StampPairing
 from dyn_perception.runtime.perception import PerceptionEngine, PerceptionSettings
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+
+
+AUTO = 'auto'
+GROUND_TRUTH = 'ground_truth'
 
 
 def parameters(modes: tuple) -> tuple:
@@ -37,9 +47,9 @@ def parameters(modes: tuple) -> tuple:
         Param('model', 'fmnist_eenet', 'model name under models/ or a model directory'),
         Param('backend', 'auto', 'where segments run', choices=BACKENDS),
         Param('num_tpus', 2, 'devices to spread the segments over', low=1, high=16),
-        Param('mode', modes[1] if len(modes) > 1 else modes[0],
-              'operating mode (exit thresholds per mode come from the manifest)',
-              choices=modes),
+        Param('mode', AUTO,
+              'operating mode; auto: follow energy_mode (the energy manager); a mode name '
+              'holds that mode until mode is set back to auto', choices=(AUTO, *modes)),
         Param('exit_policy', 'auto', 'exit rule; auto: the manifest default',
               choices=('auto', *POLICIES)),
         Param('variant', 'auto', 'model variant; auto: the one the build chose for the mode'),
@@ -47,7 +57,6 @@ def parameters(modes: tuple) -> tuple:
               number_list=True),
         Param('queue_capacity', 4, 'frames waiting per stage before the oldest is dropped',
               low=1, high=256),
-        Param('follow_energy_mode', True, 'take the mode from the energy_mode topic'),
         IMAGE_RELIABILITY_PARAM,
         Param('diagnostics_period_s', 1.0, 'seconds between /diagnostics messages',
               low=0.1, high=60.0),
@@ -57,13 +66,17 @@ def parameters(modes: tuple) -> tuple:
 class Perception(Node):
 
     def __init__(self, **kwargs):
+        # Set before anything can fail: a node that fails half-way is still destroyed.
+        self.engine: Optional[PerceptionEngine] = None
         super().__init__('perception', **kwargs)
-        self.params = ParameterSet(self, parameters(tuple(m.name for m in load_modes())),
-                                   self._validate, self._apply)
+        self.modes = tuple(m.name for m in load_modes())
+        # What runs under mode:=auto until the energy manager says otherwise.
+        self.energy_mode = self.modes[1] if len(self.modes) > 1 else self.modes[0]
+        self.params = ParameterSet(self, parameters(self.modes), self._validate, self._apply)
         self.result_pub = self.create_publisher(String, '~/result', 50)
         self.overlay_pub = self.create_publisher(Image, '~/overlay', qos_profile_sensor_data)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.malformed = Counter()
+        self.malformed = dict.fromkeys((*MALFORMED_KINDS, GROUND_TRUTH), 0)
         self.engine = PerceptionEngine(self._settings(self.params.values()), self._publish,
                                        keep_images=True)
         self.create_subscription(
@@ -72,9 +85,11 @@ class Perception(Node):
         truth = self.create_subscription(String, 'image_raw/ground_truth', self._on_truth, 50)
         # A replay's label may trail its image by a scheduling delay on a busy host; while
         # labels flow or a label publisher exists, an image waits up to half a second for it.
+        # A frame is (image, arrival time): its hold counts in its latency.
         self.pairing = StampPairing(
-            lambda image, stamp, label: self.engine.submit(image, stamp, label), wait_s=0.5,
-            labels_expected=lambda: truth.get_publisher_count() > 0)
+            lambda frame, stamp, label: self.engine.submit(
+                frame[0], stamp, label, held_s=time.monotonic() - frame[1]),
+            wait_s=0.5, labels_expected=lambda: truth.get_publisher_count() > 0)
         self.create_subscription(String, 'energy_mode', self._on_energy_mode, 10)
         self.create_timer(self.params.value('diagnostics_period_s'), self._publish_diagnostics)
         # Runs only while a frame waits for its label: an idle 50 Hz timer would wake the
@@ -84,10 +99,11 @@ class Perception(Node):
                                f'x{self.params.value("num_tpus")}, '
                                f'placement {self.engine.stats().placement}')
 
-    @staticmethod
-    def _settings(p: dict) -> PerceptionSettings:
+    def _settings(self, p: dict) -> PerceptionSettings:
+        """Return the engine settings of parameters ``p``; mode auto runs the energy mode."""
         return PerceptionSettings(
-            model=p['model'], backend=p['backend'], num_tpus=p['num_tpus'], mode=p['mode'],
+            model=p['model'], backend=p['backend'], num_tpus=p['num_tpus'],
+            mode=self.energy_mode if p['mode'] == AUTO else p['mode'],
             policy='' if p['exit_policy'] == 'auto' else p['exit_policy'],
             variant='' if p['variant'] == 'auto' else p['variant'],
             thresholds=tuple(float(t) for t in p['thresholds']),
@@ -104,10 +120,11 @@ class Perception(Node):
 
     def _on_truth(self, msg: String) -> None:
         try:
-            data = json.loads(msg.data)
-            stamp, label = tuple(data['stamp']), int(data['class_id'])
-        except (ValueError, KeyError, TypeError):
-            self.malformed['ground truth'] += 1
+            stamp, label = parse_label(msg.data, len(self.engine.manifest.labels))
+        except ValueError as err:
+            self.malformed[GROUND_TRUTH] += 1
+            self.get_logger().warning(f'dropped a malformed ground truth label: {err}',
+                                      throttle_duration_sec=5.0)
             return
         self.pairing.add_label(stamp, label, time.monotonic())
 
@@ -120,14 +137,14 @@ class Perception(Node):
     def _on_image(self, msg: Image) -> None:
         try:
             image = image_to_rgb(msg)
-        except ValueError as err:
-            reason = str(err).split(' ', 2)[:2]
-            self.malformed[' '.join(reason)] += 1
+        except MalformedImage as err:
+            self.malformed[err.kind] += 1
             self.get_logger().warning(f'dropped a malformed image: {err}',
                                       throttle_duration_sec=5.0)
             return
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        self.pairing.add_frame(stamp, image, time.monotonic())
+        now = time.monotonic()
+        self.pairing.add_frame(stamp, (image, now), now)
         if self.pairing.waiting and self.release_timer.is_canceled():
             self.release_timer.reset()
 
@@ -137,12 +154,19 @@ class Perception(Node):
             self.release_timer.cancel()
 
     def _on_energy_mode(self, msg: String) -> None:
-        if not self.params.value('follow_energy_mode') or msg.data == self.params.value('mode'):
+        """Remember the energy manager's mode; run it only while ``mode`` is auto."""
+        if msg.data == self.energy_mode:
             return
-        result = self.set_parameters([Parameter('mode', value=msg.data)])[0]
-        if not result.successful:
-            self.get_logger().warning(f'energy_mode {msg.data!r} refused: {result.reason}',
+        previous, self.energy_mode = self.energy_mode, msg.data
+        settings = self._settings(self.params.values())
+        reason = self.engine.check(settings)
+        if reason:
+            self.energy_mode = previous
+            self.get_logger().warning(f'energy_mode {msg.data!r} refused: {reason}',
                                       throttle_duration_sec=10.0)
+        elif self.params.value('mode') == AUTO:
+            self.engine.apply(settings)
+            self.get_logger().info(f'mode {msg.data} (from energy_mode)')
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -157,8 +181,8 @@ class Perception(Node):
     def _publish_diagnostics(self) -> None:
         values = self.engine.diagnostics()
         values['malformed'] = sum(self.malformed.values())
-        for reason, count in self.malformed.items():
-            values[f'malformed.{reason}'] = count
+        for kind, count in self.malformed.items():
+            values[f'malformed.{kind}'] = count
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if not self.engine.stats().failed else DiagnosticStatus.WARN,
             name='dyn_perception: perception', hardware_id=self.params.value('backend'),
@@ -169,7 +193,9 @@ class Perception(Node):
         self.diagnostics_pub.publish(msg)
 
     def destroy_node(self) -> None:
-        self.engine.close()
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         super().destroy_node()
 
 

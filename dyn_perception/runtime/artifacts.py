@@ -347,11 +347,16 @@ class Profile:
         raise ArtifactError(f'profile of {self.model}: no variant {name!r}')
 
 
+# libyaml's parser reads a profile 4x faster than the pure-Python one (0.19 against 0.74 s for
+# the default model's 150 KB profile.yaml here): that time blocks the node on a model change.
+_YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ArtifactError(f'{path}: file not found')
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ArtifactError(f'{path}: not valid YAML ({err})') from err
     r = _Reader(data, str(path))

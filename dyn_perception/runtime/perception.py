@@ -6,12 +6,19 @@ class submits them to the pipeline, turns each pipeline result into a result rec
 versioned schema below) and keeps the counters the diagnostics report. Settings are checked
 as a whole before they are applied, so a rejected change leaves the running state untouched.
 
+A change of model, backend, device count or queue size needs a new pipeline. ``check``
+builds it beside the running one, profile and every segment of its variant loaded on its
+devices, and refuses the change with the reason when any of that fails; ``apply`` then swaps
+it in, and the old pipeline finishes the frames it holds in the background and is closed.
+
 Result record schema ``dyn_perception/result/1`` (JSON object):
     schema, frame (sequence number), stamp [sec, nanosec], status (ok | dropped | failed),
     class_id, label, score (softmax probability of class_id), exit (index of the exit taken,
-    0-based), exits (number of exits), latency_ms (submission to result), inference_ms (sum
+    0-based), exits (number of exits), latency_ms (arrival to result: any hold waiting for
+    the frame's label included), inference_ms (sum
     of the segment invocations), energy_j, mode, variant, policy, ground_truth, correct
-    (both null without ground truth), error (null unless failed).
+    (both null without ground truth), error (null when ok; why the frame was dropped or
+    failed otherwise).
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ from dataclasses import dataclass
 import threading
 from typing import Any, Callable, Optional
 
-from dyn_perception.runtime.artifacts import load_manifest, Manifest
+from dyn_perception.runtime.artifacts import (
+    load_manifest, Manifest, MANIFEST_FILE, PROFILE_FILE, resolve_model_dir
+)
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
 from dyn_perception.runtime.exits import get_policy
-from dyn_perception.runtime.pipeline import Pipeline
+from dyn_perception.runtime.pipeline import Pipeline, PipelineError
 from dyn_perception.runtime.pipeline.results import FrameResult, OK, PipelineStats
 import numpy as np
 
@@ -61,6 +70,28 @@ class FrameInfo:
     stamp: tuple[int, int]
     ground_truth: Optional[int]
     image: Optional[np.ndarray]
+    held_s: float = 0.0  # between arrival and submission (waiting for the label)
+
+
+@dataclass
+class _Built:
+    """A pipeline and the manifest it runs; ``pipeline`` is set once it exists."""
+
+    shape: tuple
+    manifest: Manifest
+    files: tuple  # (path, mtime_ns, size) of manifest and profile, as read
+    pipeline: Optional[Pipeline] = None
+
+
+def _artifact_files(manifest: Manifest) -> tuple:
+    paths = (manifest.directory / MANIFEST_FILE, manifest.directory / PROFILE_FILE)
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else (str(p),)
+                 for p in paths)
+
+
+# What building a pipeline raises for bad settings or artifacts: ArtifactError is a
+# ValueError; DeviceUnavailable, DeviceError and PipelineError are RuntimeErrors.
+BUILD_ERRORS = (ValueError, RuntimeError, OSError)
 
 
 class PerceptionEngine:
@@ -72,13 +103,24 @@ class PerceptionEngine:
         self.on_record = on_record
         self.keep_images = keep_images
         self._lock = threading.Lock()
+        self._swap = threading.Lock()  # no frame goes to a pipeline being retired
         self._frames: dict[int, FrameInfo] = {}
         self._next_frame = 0
         self._recent = deque(maxlen=accuracy_window)
         self.correct = self.labelled = 0
         self.settings = settings
-        self.manifest = load_manifest(settings.model)
-        self.pipeline = self._open(settings, self.manifest)
+        self._candidate: Optional[_Built] = None
+        self._retiring: list[threading.Thread] = []
+        self._built: Optional[_Built] = None
+        self._built = self._build(settings)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._built.pipeline
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._built.manifest
 
     # -- settings ------------------------------------------------------------------------
 
@@ -103,19 +145,46 @@ class PerceptionEngine:
                         f'{settings.mode!r}; known: {", ".join(known)}')
         except ValueError as err:
             return str(err)
+        if settings.pipeline_shape() == self.settings.pipeline_shape():
+            return None
+        self._discard_candidate()
+        try:
+            self._candidate = self._build(settings)
+        except BUILD_ERRORS as err:
+            return f'cannot build the new pipeline: {err}'
         return None
 
     def apply(self, settings: PerceptionSettings) -> None:
-        """Switch to checked settings: a mode change in place, a new model or backend rebuilt."""
+        """Switch to checked settings: a mode change in place, else the pipeline check built."""
         if settings.pipeline_shape() != self.settings.pipeline_shape():
-            manifest = load_manifest(settings.model)
-            pipeline = self._open(settings, manifest)
-            old, self.pipeline, self.manifest = self.pipeline, pipeline, manifest
-            old.drain(timeout=10.0)
-            old.close()
+            built = self._candidate
+            if built is None or built.shape != settings.pipeline_shape():
+                self._discard_candidate()
+                built = self._build(settings)
+            self._candidate = None
+            with self._swap:
+                old, self._built = self._built, built
+            retire = threading.Thread(target=self._retire, args=(old.pipeline,), daemon=True,
+                                      name='pipeline-retire')
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
+            retire.start()
         else:
             self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest))
         self.settings = settings
+
+    @staticmethod
+    def _retire(pipeline: Pipeline, timeout: float = 10.0) -> None:
+        """Let an old pipeline finish the frames it holds, then release its devices."""
+        try:
+            pipeline.drain(timeout=timeout)
+        except (TimeoutError, PipelineError):
+            pass  # its frames are abandoned, as on close
+        pipeline.close()
+
+    def _discard_candidate(self) -> None:
+        if self._candidate is not None:
+            self._candidate.pipeline.close()
+            self._candidate = None
 
     @staticmethod
     def _variant_name(settings: PerceptionSettings, manifest: Manifest) -> str:
@@ -127,27 +196,53 @@ class PerceptionEngine:
                 'policy': settings.policy or manifest.default_policy,
                 'thresholds': list(settings.thresholds) or settings.mode}
 
-    def _open(self, settings: PerceptionSettings, manifest: Manifest) -> Pipeline:
+    def _build(self, settings: PerceptionSettings) -> _Built:
+        """
+        Open the manifest, profile, devices and pipeline; return once its segments load.
+
+        Parsing manifest and profile is most of a rebuild's time (0.4-1.4 s of YAML for the
+        shipped model here); when the model's files are those the running pipeline read,
+        their parsed form is reused, so a new backend, device count or queue size takes
+        only the devices' loading.
+        """
+        running = self._built
+        profile = None
+        if running is not None and resolve_model_dir(settings.model) == \
+                running.manifest.directory and _artifact_files(running.manifest) == running.files:
+            manifest, files, profile = running.manifest, running.files, running.pipeline.profile
+        else:
+            manifest = load_manifest(settings.model)
+            files = _artifact_files(manifest)
+        built = _Built(settings.pipeline_shape(), manifest, files)
         devices = make_devices(settings.backend, settings.num_tpus, clock='wall')
-        return Pipeline(manifest, devices, queue_capacity=settings.queue_capacity,
-                        admission='drop_oldest' if settings.live else 'block',
-                        on_result=self._on_result,
-                        **self._mode_arguments(settings, manifest))
+        pipeline = Pipeline(built.manifest, devices, profile=profile,
+                            queue_capacity=settings.queue_capacity,
+                            admission='drop_oldest' if settings.live else 'block',
+                            on_result=lambda result: self._on_result(result, built),
+                            **self._mode_arguments(settings, built.manifest))
+        built.pipeline = pipeline
+        try:
+            pipeline.wait_loaded()
+        except PipelineError:
+            pipeline.close()
+            raise
+        return built
 
     # -- frames --------------------------------------------------------------------------
 
     def submit(self, image: np.ndarray, stamp: tuple[int, int],
-               ground_truth: Optional[int] = None) -> int:
-        """Queue one RGB (or grey) uint8 frame; returns its sequence number."""
+               ground_truth: Optional[int] = None, held_s: float = 0.0) -> int:
+        """Queue one RGB (or grey) uint8 frame that arrived ``held_s`` ago; return its number."""
         with self._lock:
             frame = self._next_frame
             self._next_frame += 1
             self._frames[frame] = FrameInfo(stamp, ground_truth,
-                                            image if self.keep_images else None)
-        self.pipeline.submit(frame, image)
+                                            image if self.keep_images else None, held_s)
+        with self._swap:
+            self.pipeline.submit(frame, image)
         return frame
 
-    def _on_result(self, result: FrameResult) -> None:
+    def _on_result(self, result: FrameResult, built: _Built) -> None:
         with self._lock:
             info = self._frames.pop(result.frame_id)
             correct = None
@@ -156,13 +251,14 @@ class PerceptionEngine:
                 self.labelled += 1
                 self.correct += correct
                 self._recent.append(correct)
-        self.on_record(self.record(result, info, correct), info.image)
+        self.on_record(self.record(result, info, correct, built), info.image)
 
-    def record(self, result: FrameResult, info: FrameInfo, correct: Optional[bool]) -> dict:
-        """Build the ``dyn_perception/result/1`` record of one frame."""
+    def record(self, result: FrameResult, info: FrameInfo, correct: Optional[bool],
+               built: _Built) -> dict:
+        """Build the ``dyn_perception/result/1`` record of one frame of ``built``."""
         ok = result.status == OK
-        labels = self.manifest.labels
-        variant = self.pipeline.config.variant
+        labels = built.manifest.labels
+        variant = built.pipeline.config.variant
         return {
             'schema': RESULT_SCHEMA, 'frame': result.frame_id, 'stamp': list(info.stamp),
             'status': result.status,
@@ -170,10 +266,10 @@ class PerceptionEngine:
             'label': labels[result.class_id] if ok else None,
             'score': float(result.scores[result.class_id]) if ok else None,
             'exit': result.exit_index, 'exits': variant.num_exits,
-            'latency_ms': 1e3 * result.latency_s,
+            'latency_ms': 1e3 * (info.held_s + result.latency_s),
             'inference_ms': 1e3 * sum(t.seconds for t in result.timings),
             'energy_j': result.energy_j, 'mode': result.mode or self.settings.mode,
-            'variant': variant.name, 'policy': self.pipeline.config.policy.name,
+            'variant': variant.name, 'policy': built.pipeline.config.policy.name,
             'ground_truth': info.ground_truth, 'correct': correct, 'error': result.error,
         }
 
@@ -213,6 +309,9 @@ class PerceptionEngine:
             values[f'utilisation.{device.name}'] = round(device.utilisation, 4)
         return values
 
-    def close(self) -> None:
-        self.pipeline.drain(timeout=10.0)
-        self.pipeline.close()
+    def close(self, timeout: float = 1.0) -> None:
+        """Finish what the pipelines hold for up to ``timeout`` s each and release them."""
+        self._discard_candidate()
+        for thread in self._retiring:
+            thread.join()
+        self._retire(self.pipeline, timeout)

@@ -29,7 +29,9 @@ from dyn_perception.runtime.artifacts import (
 )
 from dyn_perception.runtime.devices.base import Device, segment_refs
 from dyn_perception.runtime.exits import get_policy
-from dyn_perception.runtime.pipeline.engine import Config, Engine, PipelineError
+from dyn_perception.runtime.pipeline.engine import (
+    Config, Engine, FAILED_DEVICE, LOADING, PipelineError
+)
 from dyn_perception.runtime.pipeline.executors import (
     InlineExecutor, ThreadedExecutor, VirtualExecutor
 )
@@ -178,6 +180,29 @@ class Pipeline:
                 ('mode', config.mode)) if value is not None]
             self._engine.request(config, count, ', '.join(changes), self._executor.now)
             self._executor.kick()
+
+    def wait_loaded(self, timeout: Optional[float] = 30.0) -> None:
+        """
+        Wait until every device holds its segments; PipelineError says which load failed.
+
+        Devices load lazily, when first idle; a caller that must know the pipeline works
+        before it relies on it (a live rebuild, swapped in only when it works) waits here.
+        """
+        engine = self._engine
+
+        def settled() -> bool:
+            return LOADING not in engine.state and not any(
+                engine.needs_load(i) for i in engine.usable())
+
+        if isinstance(self._executor, VirtualExecutor):
+            self._executor.drain()
+        with self._executor.lock:
+            if not isinstance(self._executor, VirtualExecutor) and \
+                    not self._executor.lock.wait_for(settled, timeout):
+                raise PipelineError(f'segments not loaded after {timeout} s')
+            if engine.dead is not None or FAILED_DEVICE in engine.state:
+                raise PipelineError('cannot load the segments: ' + (
+                    engine.errors[-1].split(' ', 1)[1] if engine.errors else str(engine.dead)))
 
     # -- frames --------------------------------------------------------------------------
 

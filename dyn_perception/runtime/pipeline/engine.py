@@ -37,6 +37,8 @@ import numpy as np
 
 ADMISSION = ('block', 'drop_oldest')
 IDLE, BUSY, LOADING, BLOCKED, FAILED_DEVICE = 'idle', 'busy', 'loading', 'blocked', 'failed'
+# Why a live frame was dropped, in its result.
+QUEUE_FULL = 'input queue full: a newer frame took its place (live camera)'
 # Bounded records: the statistics must not grow with the length of the stream.
 _LATENCY_WINDOW = 4096
 _RECORDS = 64
@@ -233,7 +235,7 @@ class Engine:
                 self.serving[d] = s
                 self.wanted[d] = tuple(self.config.refs[i] for i in stage.segments)
 
-    def _needs_load(self, device: int) -> bool:
+    def needs_load(self, device: int) -> bool:
         return tuple(ref.key for ref in self.wanted[device]) != self.loaded[device]
 
     # -- frames in -----------------------------------------------------------------------
@@ -257,10 +259,10 @@ class Engine:
                 return False
             oldest = next((j for j in queue if j.config is None), job)
             if oldest is job:
-                self._resolve(job, DROPPED, now)
+                self._resolve(job, DROPPED, now, error=QUEUE_FULL)
                 return True
             queue.remove(oldest)
-            self._resolve(oldest, DROPPED, now)
+            self._resolve(oldest, DROPPED, now, error=QUEUE_FULL)
         queue.append(job)
         self._note_levels()
         return True
@@ -279,7 +281,7 @@ class Engine:
         for i in range(len(self.devices)):
             if self.state[i] != IDLE:
                 continue
-            if self._needs_load(i):
+            if self.needs_load(i):
                 self.state[i] = LOADING
                 tasks.append(LoadTask(i, self.wanted[i]))
                 continue

@@ -28,7 +28,7 @@ class FrameResult:
     The outcome of one submitted frame; every frame gets exactly one, in submission order.
 
     ``status`` is 'ok' (classified), 'dropped' (a live-camera frame pushed out of a full input
-    queue before it started) or 'failed' (no device could run it; ``error`` says why).
+    queue before it started) or 'failed' (no device could run it); ``error`` says why.
     ``latency_s`` runs from submission to the result; ``energy_j`` is the active energy of the
     invocations the frame used, failed attempts included.
     """
