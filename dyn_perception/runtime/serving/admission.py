@@ -120,7 +120,8 @@ class Planner:
                 union: Optional[tuple[SegmentRef, ...]] = None,
                 widths: Optional[Sequence[int]] = None,
                 points=None) -> tuple[list[Option], dict[tuple[str, int], GangPlan]]:
-        """Admissible options of a stream in ``mode`` and the plans behind them.
+        """
+        List the admissible options of a stream in ``mode`` and the plans behind them.
 
         ``points`` and ``widths`` restrict the choice (baselines); None allows everything.
         """
@@ -388,7 +389,7 @@ class Planner:
 
 
 def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> tuple:
-    """A stream's restrictions, from maps by stream name (None: no restriction)."""
+    """Look up a stream's restrictions in maps by stream name (None: no restriction)."""
     name = served.spec.name
     return ((widths or {}).get(name), (points or {}).get(name))
 
