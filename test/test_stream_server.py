@@ -7,9 +7,10 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from dyn_perception.bringup import load_graph
 from dyn_perception.nodes.conversions import rgb_to_image
 from dyn_perception.nodes.qos import image_qos
-from dyn_perception.nodes.stream_server import StreamServerNode
+from dyn_perception.nodes.stream_server import stream_file, StreamServerNode
 from dyn_perception.runtime.paths import data_path
 from dyn_perception.runtime.serving import load_streams
 import numpy as np
@@ -131,7 +132,7 @@ def test_a_mode_set_by_parameter_switches_the_configuration(graph):
     assert server.server.mode == 'eco'
 
 
-def stream_file(tmp_path, extra: list, name='streams.yaml'):
+def write_streams(tmp_path, extra: list, name='streams.yaml'):
     data = yaml.safe_load(data_path('config', 'streams.yaml').read_text())
     data['streams'] += extra
     path = tmp_path / name
@@ -141,26 +142,62 @@ def stream_file(tmp_path, extra: list, name='streams.yaml'):
 
 def test_a_bad_stream_file_is_refused_with_the_reason_and_streams_go_on(graph, tmp_path):
     server, cameras = graph
-    unknown = stream_file(tmp_path, [{'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}])
+    unknown = write_streams(tmp_path, [{'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}])
     result = cameras.set_parameters(streams=unknown)
     assert not result.successful and 'stream top' in result.reason
     assert 'no_such_model' in result.reason
-    late = stream_file(tmp_path, [{'name': 'top', 'model': 'fmnist_eenet', 'rate_hz': 10,
-                                   'deadline_ms': 200}], 'late.yaml')
+    late = write_streams(tmp_path, [{'name': 'top', 'model': 'fmnist_eenet', 'rate_hz': 10,
+                                    'deadline_ms': 200}], 'late.yaml')
     result = cameras.set_parameters(streams=late)
     assert not result.successful and 'stream top' in result.reason
-    crowd = stream_file(tmp_path, [{'name': f'extra{i}', 'model': 'fmnist_eenet',
-                                    'rate_hz': 30} for i in range(12)], 'crowd.yaml')
+    crowd = write_streams(tmp_path, [{'name': f'extra{i}', 'model': 'fmnist_eenet',
+                                      'rate_hz': 30} for i in range(12)], 'crowd.yaml')
     result = cameras.set_parameters(streams=crowd)
     assert not result.successful and 'stream extra' in result.reason, result.reason
     assert server.get_parameter('streams').value == str(data_path('config', 'streams.yaml'))
+    # The refused changes were undone: the file's streams, and only they, are served.
+    wait_for(lambda: {s.spec.name for s in server.server.served} == set(NAMES))
     before = {name: len(cameras.results[name]) for name in NAMES}
     cameras.send(2)
     wait_for(lambda: all(len(cameras.results[n]) > before[n] for n in NAMES))
 
 
+def test_a_new_stream_file_replaces_the_streams_live(graph, tmp_path):
+    server, cameras = graph
+    data = yaml.safe_load(data_path('config', 'streams.yaml').read_text())
+    data['streams'] = [s for s in data['streams'] if s['name'] != 'side']
+    (tmp_path / 'two.yaml').write_text(yaml.safe_dump(data))
+    result = cameras.set_parameters(streams=str(tmp_path / 'two.yaml'))
+    assert result.successful, result.reason
+    wait_for(lambda: {s.spec.name for s in server.server.served} == {'front', 'rear'})
+    assert 'side' not in server.image_subs
+    restored = cameras.set_parameters(streams=str(data_path('config', 'streams.yaml')))
+    assert restored.successful, restored.reason
+    wait_for(lambda: {s.spec.name for s in server.server.served} == set(NAMES))
+    before = len(cameras.results['side'])
+    cameras.send(2)
+    wait_for(lambda: len(cameras.results['side']) > before)
+
+
+def test_mode_auto_follows_the_energy_manager(graph):
+    server, cameras = graph
+    assert cameras.set_parameters(mode='auto').successful
+    energy = cameras.create_publisher(String, 'energy_mode', 10)
+    wait_for(lambda: energy.get_subscription_count() > 0)
+    energy.publish(String(data='balanced'))
+    wait_for(lambda: server.server.mode == 'balanced', timeout=5.0)
+
+
+def test_the_graph_has_the_stream_server_only_when_a_stream_file_is_given():
+    assert 'stream_server' not in [n.name for n in load_graph().nodes]
+    graph = load_graph(values={'streams': 'config/streams.yaml', 'mode': 'eco'})
+    spec = next(n for n in graph.nodes if n.name == 'stream_server')
+    assert spec.parameters == {'streams': 'config/streams.yaml', 'mode': 'eco'}
+    assert stream_file(spec.parameters['streams']).resolve() == data_path('config', 'streams.yaml')
+
+
 def test_start_up_with_a_bad_stream_file_prints_one_error_and_exits_2(tmp_path):
-    bad = stream_file(tmp_path, [{'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}])
+    bad = write_streams(tmp_path, [{'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}])
     done = subprocess.run(
         [sys.executable, '-m', 'dyn_perception.nodes.stream_server', '--ros-args',
          '-p', f'streams:={bad}'], capture_output=True, text=True, timeout=60)

@@ -17,6 +17,7 @@ refused with the server's reason (which stream, by how much) and the running str
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -29,7 +30,7 @@ from dyn_perception.runtime.devices import make_devices
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.paths import data_path
 from dyn_perception.runtime.serving import (
-    load_streams, ModelledEdgeTPU, ServingError, StreamFile, StreamServer
+    load_streams, ServingError, StreamFile, StreamServer
 )
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -39,10 +40,17 @@ from std_msgs.msg import String
 SERVING_BACKENDS = ('sim-edgetpu', 'edgetpu')
 
 
+def stream_file(text: str) -> Path:
+    """Find a stream file: as given, else under the package's data (``config/streams.yaml``)."""
+    path = Path(text)
+    return path if path.is_absolute() or path.exists() else data_path(*path.parts)
+
+
 def parameters(modes: tuple) -> tuple:
     return (
         Param('streams', str(data_path('config', 'streams.yaml')),
-              'stream file (pool, streams, floors per mode; docs/serving.md)'),
+              'stream file (pool, streams, floors per mode; docs/serving.md); a relative '
+              'path not found here is looked up in the package data'),
         Param('mode', AUTO,
               'operating mode; auto: follow energy_mode (the energy manager); a mode name '
               'holds that mode until mode is set back to auto', choices=(AUTO, *modes)),
@@ -62,7 +70,7 @@ class StreamServerNode(Node):
         super().__init__('stream_server', **kwargs)
         self.modes = tuple(m.name for m in load_modes())
         self.params = ParameterSet(self, parameters(self.modes), self._validate, self._apply)
-        config = load_streams(self.params.value('streams'))
+        config = load_streams(stream_file(self.params.value('streams')))
         # What runs under mode:=auto until the energy manager speaks: the file's mode.
         self.energy_mode = config.mode or self.modes[0]
         devices = make_devices(self.params.value('backend'), config.pool.tpus, clock='wall')
@@ -108,7 +116,8 @@ class StreamServerNode(Node):
         """
         try:
             if 'streams' in changed and proposed['streams'] != self.params.value('streams'):
-                self._replace_streams(load_streams(proposed['streams']), self._mode(proposed))
+                config = load_streams(stream_file(proposed['streams']))
+                self._replace_streams(config, self._mode(proposed))
             elif self._mode(proposed) != self.server.mode:
                 self.server.set_mode(self._mode(proposed))
         except ServingError as err:
@@ -116,33 +125,41 @@ class StreamServerNode(Node):
         return None
 
     def _replace_streams(self, config: StreamFile, mode: str) -> None:
-        """Check the whole new set first, on modelled twins of the pool, then switch to it."""
+        """
+        Switch to ``config``'s streams, one server request at a time, undone on a refusal.
+
+        Removals come first (they make room), the last of them after the additions (a
+        server keeps at least one stream); a refused step undoes the steps before it, so the
+        running streams are those of the old file again.
+        """
         if config.pool != self.config.pool:
             raise ServingError(f'pool: {config.pool} differs from the running {self.config.pool};'
                                ' a pool change needs a restart')
-        twins = [ModelledEdgeTPU(f'check{i}', self.server.devices[0].timing)
-                 for i in range(config.pool.tpus)]
-        trial = StreamServer(config, twins, mode, models=self.server.models, modes=self.modes,
-                             planner=self.server.planner)
-        if trial.rejections:
-            raise ServingError('; '.join(trial.rejections.values()))
+        server = self.server
         new = {spec.name: spec for spec in config.streams}
         old = {spec.name: spec for spec in self.config.streams}
-        served = {s.spec.name for s in self.server.served}
+        served = {s.spec.name for s in server.served}
         gone = [name for name in served if new.get(name) != old[name]]
-        # Removals first, but the last after the additions: a server keeps one stream.
-        last = gone[-1:]
-        for name in gone[:-1]:
-            self.server.remove_stream(name)
-        for spec in config.streams:
-            if (spec.name not in served or spec.name in gone) and spec.name not in last:
-                self.server.add_stream(spec)
-        for name in last:
-            self.server.remove_stream(name)
+        steps = [(server.remove_stream, name, server.add_stream, old[name])
+                 for name in gone[:-1]]
+        steps += [(server.add_stream, spec, server.remove_stream, spec.name)
+                  for spec in config.streams
+                  if (spec.name not in served or spec.name in gone) and spec.name not in gone[-1:]]
+        for name in gone[-1:]:
+            steps.append((server.remove_stream, name, server.add_stream, old[name]))
             if name in new:
-                self.server.add_stream(new[name])
-        if mode != self.server.mode:
-            self.server.set_mode(mode)
+                steps.append((server.add_stream, new[name], server.remove_stream, name))
+        if mode != server.mode:
+            steps.append((server.set_mode, mode, server.set_mode, server.mode))
+        done = []
+        try:
+            for do, arg, undo, undo_arg in steps:
+                do(arg)
+                done.append((undo, undo_arg))
+        except ServingError:
+            for undo, undo_arg in reversed(done):
+                undo(undo_arg)
+            raise
         self.config = config
         self._wire(config)
 
