@@ -157,6 +157,9 @@ def test_a_bad_stream_file_is_refused_with_the_reason_and_streams_go_on(graph, t
     assert server.get_parameter('streams').value == str(data_path('config', 'streams.yaml'))
     # The refused changes were undone: the file's streams, and only they, are served.
     wait_for(lambda: {s.spec.name for s in server.server.served} == set(NAMES))
+    count = len(cameras.diagnostics)
+    wait_for(lambda: len(cameras.diagnostics) > count)
+    assert {s.name.split('/')[-1] for s in cameras.diagnostics[-1].status} == set(NAMES)
     before = {name: len(cameras.results[name]) for name in NAMES}
     cameras.send(2)
     wait_for(lambda: all(len(cameras.results[n]) > before[n] for n in NAMES))

@@ -158,7 +158,10 @@ class StreamServerNode(Node):
                 done.append((undo, undo_arg))
         except ServingError:
             for undo, undo_arg in reversed(done):
-                undo(undo_arg)
+                try:
+                    undo(undo_arg)
+                except ServingError as err:  # the refusal's reason still goes back
+                    self.get_logger().error(f'could not undo a refused stream change: {err}')
             raise
         self.config = config
         self._wire(config)
@@ -200,7 +203,10 @@ class StreamServerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()
-        for row in self.server.report():
+        # Streams of the running file only: a refused file's streams stay in the server's
+        # accounts but are not this node's streams.
+        names = {spec.name for spec in self.config.streams}
+        for row in (r for r in self.server.report() if r['stream'] in names):
             bad = not row['admitted'] or row['misses'] > 0
             msg.status.append(DiagnosticStatus(
                 level=DiagnosticStatus.WARN if bad else DiagnosticStatus.OK,
