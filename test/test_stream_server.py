@@ -105,7 +105,7 @@ def test_each_stream_gets_its_own_results_and_diagnostics(graph):
         # A frame delivered late after its predecessor is dropped as 'early', with the reason.
         assert all(r['status'] == 'ok' or r['reason'] == 'early' for r in records), records
         assert sum(r['status'] == 'ok' for r in records) >= 2
-        assert all(r['mode'] == 'performance' for r in records)
+        assert all(r['mode'] == 'performance' for r in records if r['status'] == 'ok')
     wait_for(lambda: cameras.diagnostics and len(cameras.diagnostics[-1].status) == len(NAMES))
     status = {s.name: {kv.key: kv.value for kv in s.values}
               for s in cameras.diagnostics[-1].status}
