@@ -42,6 +42,7 @@ setup(
             'perception = dyn_perception.nodes.perception:main',
             'energy_manager = dyn_perception.nodes.energy_manager:main',
             'system_monitor = dyn_perception.nodes.system_monitor:main',
+            'stream_server = dyn_perception.nodes.stream_server:main',
             'dyn-perception-run = dyn_perception.bringup:main',
             'dyn-perception-demo = dyn_perception.demo:main',
             'dyn-perception-train = dyn_perception.training.cli:main',

@@ -57,6 +57,7 @@ class NodeSpec:
     executable: str
     node_class: str  # 'package.module:Class'
     parameters: dict = field(default_factory=dict)
+    enabled_by: str = ''  # a launch argument: the node runs only when it is not empty
 
     @property
     def module(self) -> str:
@@ -94,7 +95,7 @@ def load_graph(path: str | Path = DEFAULT_GRAPH,
                            tuple(tuple(target.split('.', 1)) for target in spec['sets']))
             for name, spec in data['launch_arguments'].items())
         nodes = {name: NodeSpec(name, spec['executable'], spec['node_class'],
-                                dict(spec.get('parameters') or {}))
+                                dict(spec.get('parameters') or {}), spec.get('enabled_by', ''))
                  for name, spec in data['nodes'].items()}
         profile = data.get('fastdds_profile')
         profile = None if profile is None else (path.parent / profile).resolve(strict=True)
@@ -112,7 +113,13 @@ def load_graph(path: str | Path = DEFAULT_GRAPH,
                 raise ValueError(f'{path}: argument {argument.name} sets a parameter of '
                                  f'unknown node {node!r}')
             nodes[node].parameters[parameter] = value
-    return Graph(arguments, tuple(nodes.values()), profile)
+    given = {a.name: values.get(a.name, a.default) for a in arguments}
+    for spec in nodes.values():
+        if spec.enabled_by and spec.enabled_by not in given:
+            raise ValueError(f'{path}: node {spec.name} is enabled by unknown argument '
+                             f'{spec.enabled_by!r}')
+    return Graph(arguments, tuple(s for s in nodes.values()
+                                  if not s.enabled_by or given[s.enabled_by]), profile)
 
 
 def make_node(spec: NodeSpec):

@@ -1,0 +1,211 @@
+"""stream_server: per-stream results and diagnostics, mode changes, refused stream files."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from dyn_perception.bringup import load_graph
+from dyn_perception.nodes.conversions import rgb_to_image
+from dyn_perception.nodes.qos import image_qos
+from dyn_perception.nodes.stream_server import stream_file, StreamServerNode
+from dyn_perception.runtime.paths import data_path
+from dyn_perception.runtime.serving import load_streams
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import SetParameters
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+import yaml
+
+STREAMS = load_streams(data_path('config', 'streams.yaml'))
+NAMES = [spec.name for spec in STREAMS.streams]
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f'timed out after {timeout} s'
+        time.sleep(0.01)
+
+
+class Cameras(Node):
+    """One camera per stream of the shipped stream file; collects each stream's results."""
+
+    def __init__(self):
+        super().__init__('test_cameras')
+        self.images = {spec.name: self.create_publisher(Image, spec.topic, image_qos())
+                       for spec in STREAMS.streams}
+        self.results = {name: [] for name in NAMES}
+        self.diagnostics = []
+        for name in NAMES:
+            self.create_subscription(
+                String, f'/stream_server/{name}/result',
+                lambda m, name=name: self.results[name].append(json.loads(m.data)), 100)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
+
+    def send(self, frames: int) -> None:
+        """Publish on every stream at 5 Hz: slower than each declared rate, with slack for DDS."""
+        rng = np.random.default_rng(0)
+        for _ in range(frames):
+            for publisher in self.images.values():
+                msg = rgb_to_image(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8))
+                msg.header.stamp = self.get_clock().now().to_msg()
+                publisher.publish(msg)
+            time.sleep(0.2)
+
+    def set_parameters(self, **values):
+        client = self.create_client(SetParameters, '/stream_server/set_parameters')
+        assert client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(SetParameters.Request(parameters=[
+            ParameterMsg(name=k, value=Parameter(k, value=v).get_parameter_value())
+            for k, v in values.items()]))
+        wait_for(future.done)
+        self.destroy_client(client)
+        return future.result().results[0]
+
+
+@pytest.fixture(scope='module')
+def graph():
+    with rclpy.init():
+        server = StreamServerNode(parameter_overrides=[
+            Parameter('diagnostics_period_s', value=0.2)])
+        cameras = Cameras()
+        executor = MultiThreadedExecutor()
+        executor.add_node(server)
+        executor.add_node(cameras)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        wait_for(lambda: all(p.get_subscription_count() > 0 for p in cameras.images.values())
+                 and all(s.get_publisher_count() > 0 for s in cameras.subscriptions))
+        try:
+            yield server, cameras
+        finally:
+            executor.shutdown()
+            server.destroy_node()
+            cameras.destroy_node()
+            thread.join(timeout=5)
+
+
+def test_each_stream_gets_its_own_results_and_diagnostics(graph):
+    server, cameras = graph
+    cameras.send(4)
+    wait_for(lambda: all(len(cameras.results[n]) >= 4 for n in NAMES))
+    for name in NAMES:
+        records = cameras.results[name]
+        assert {r['stream'] for r in records} == {name}
+        assert all(r['schema'] == 'dyn_perception/serving_result/1' for r in records)
+        # A frame delivered late after its predecessor is dropped as 'early', with the reason.
+        assert all(r['status'] == 'ok' or r['reason'] == 'early' for r in records), records
+        assert sum(r['status'] == 'ok' for r in records) >= 2
+        assert all(r['mode'] == 'performance' for r in records if r['status'] == 'ok')
+    wait_for(lambda: cameras.diagnostics and len(cameras.diagnostics[-1].status) == len(NAMES))
+    status = {s.name: {kv.key: kv.value for kv in s.values}
+              for s in cameras.diagnostics[-1].status}
+    for name in NAMES:
+        values = status[f'dyn_perception: stream_server/{name}']
+        assert values['admitted'] == 'True' and int(values['completed']) >= 2
+
+
+def test_a_mode_set_by_parameter_switches_the_configuration(graph):
+    server, cameras = graph
+    result = cameras.set_parameters(mode='eco')
+    assert result.successful, result.reason
+    wait_for(lambda: server.server.mode == 'eco', timeout=5.0)
+    before = {name: len(cameras.results[name]) for name in NAMES}
+    cameras.send(3)
+    wait_for(lambda: all(any(r['status'] == 'ok' for r in cameras.results[n][before[n]:])
+                         for n in NAMES))
+    assert all(r['mode'] == 'eco' for n in NAMES for r in cameras.results[n][before[n]:]
+               if r['status'] == 'ok')
+    # A held mode ignores the energy manager.
+    energy = cameras.create_publisher(String, 'energy_mode', 10)
+    wait_for(lambda: energy.get_subscription_count() > 0)
+    energy.publish(String(data='critical'))
+    time.sleep(0.3)
+    assert server.server.mode == 'eco'
+
+
+def write_streams(tmp_path, extra: list, name='streams.yaml'):
+    data = yaml.safe_load(data_path('config', 'streams.yaml').read_text())
+    data['streams'] += extra
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_a_bad_stream_file_is_refused_with_the_reason_and_streams_go_on(graph, tmp_path):
+    server, cameras = graph
+    unknown = write_streams(tmp_path, [{'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}])
+    result = cameras.set_parameters(streams=unknown)
+    assert not result.successful and 'stream top' in result.reason
+    assert 'no_such_model' in result.reason
+    late = write_streams(tmp_path, [{'name': 'top', 'model': 'fmnist_eenet', 'rate_hz': 10,
+                                    'deadline_ms': 200}], 'late.yaml')
+    result = cameras.set_parameters(streams=late)
+    assert not result.successful and 'stream top' in result.reason
+    crowd = write_streams(tmp_path, [{'name': f'extra{i}', 'model': 'fmnist_eenet',
+                                      'rate_hz': 30} for i in range(12)], 'crowd.yaml')
+    result = cameras.set_parameters(streams=crowd)
+    assert not result.successful and 'stream extra' in result.reason, result.reason
+    assert server.get_parameter('streams').value == str(data_path('config', 'streams.yaml'))
+    # The refused changes were undone: the file's streams, and only they, are served.
+    wait_for(lambda: {s.spec.name for s in server.server.served} == set(NAMES))
+    count = len(cameras.diagnostics)
+    wait_for(lambda: len(cameras.diagnostics) > count)
+    assert {s.name.split('/')[-1] for s in cameras.diagnostics[-1].status} == set(NAMES)
+    before = {name: len(cameras.results[name]) for name in NAMES}
+    cameras.send(2)
+    wait_for(lambda: all(len(cameras.results[n]) > before[n] for n in NAMES))
+
+
+def test_a_new_stream_file_replaces_the_streams_live(graph, tmp_path):
+    server, cameras = graph
+    data = yaml.safe_load(data_path('config', 'streams.yaml').read_text())
+    data['streams'] = [s for s in data['streams'] if s['name'] != 'side']
+    (tmp_path / 'two.yaml').write_text(yaml.safe_dump(data))
+    result = cameras.set_parameters(streams=str(tmp_path / 'two.yaml'))
+    assert result.successful, result.reason
+    wait_for(lambda: {s.spec.name for s in server.server.served} == {'front', 'rear'})
+    assert 'side' not in server.image_subs
+    restored = cameras.set_parameters(streams=str(data_path('config', 'streams.yaml')))
+    assert restored.successful, restored.reason
+    wait_for(lambda: {s.spec.name for s in server.server.served} == set(NAMES))
+    before = len(cameras.results['side'])
+    cameras.send(2)
+    wait_for(lambda: len(cameras.results['side']) > before)
+
+
+def test_mode_auto_follows_the_energy_manager(graph):
+    server, cameras = graph
+    assert cameras.set_parameters(mode='auto').successful
+    energy = cameras.create_publisher(String, 'energy_mode', 10)
+    wait_for(lambda: energy.get_subscription_count() > 0)
+    energy.publish(String(data='balanced'))
+    wait_for(lambda: server.server.mode == 'balanced', timeout=5.0)
+
+
+def test_the_graph_has_the_stream_server_only_when_a_stream_file_is_given():
+    assert 'stream_server' not in [n.name for n in load_graph().nodes]
+    graph = load_graph(values={'streams': 'config/streams.yaml', 'mode': 'eco'})
+    spec = next(n for n in graph.nodes if n.name == 'stream_server')
+    assert spec.parameters == {'streams': 'config/streams.yaml', 'mode': 'eco'}
+    assert stream_file(spec.parameters['streams']).resolve() == data_path('config', 'streams.yaml')
+
+
+def test_start_up_with_a_bad_stream_file_prints_one_error_and_exits_2(tmp_path):
+    bad = write_streams(tmp_path, [{'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}])
+    done = subprocess.run(
+        [sys.executable, '-m', 'dyn_perception.nodes.stream_server', '--ros-args',
+         '-p', f'streams:={bad}'], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'stream top' in errors[0], done.stderr
+    assert 'Traceback' not in done.stderr
