@@ -255,3 +255,21 @@ def test_demo_multi_stream_part_prints_the_table_and_writes_the_plot(tmp_path, c
     assert all(row[-2] == '0' for row in rows)  # misses
     assert all(float(row[-6]) <= float(row[-4]) for row in rows)  # max response <= bound
     assert plot.stat().st_size > 0
+
+
+def test_replacing_the_stream_set_is_all_or_nothing_with_one_switch():
+    server = StreamServer(streams(), modelled(4), mode='performance', modes=MODES)
+    front, side, rear = (server.specs[name] for name in ('front', 'side', 'rear'))
+    bad = replace(rear, name='rear2', model='no_such_model')
+    with pytest.raises(ServingError, match='stream rear2: unknown or unusable model'):
+        server.replace_streams([front, bad])
+    faster_rear = replace(rear, period_s=0.05, deadline_s=0.05)
+    switches = len(server.switches)
+    server.replace_streams([front, faster_rear], mode='eco')
+    assert len(server.switches) == switches + 1
+    assert server.specs['rear'].period_s == 0.1, 'a running stream keeps its spec until the switch'
+    done = replay(server, 1.0, np.random.default_rng(3))
+    assert {s.spec.name for s in server.served} == {'front', 'rear'} and server.mode == 'eco'
+    assert server.specs['rear'].period_s == 0.05
+    assert {'front', 'rear'} <= {r['stream'] for r in done}
+    assert sum(row['misses'] for row in server.report()) == 0

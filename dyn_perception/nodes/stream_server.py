@@ -125,44 +125,11 @@ class StreamServerNode(Node):
         return None
 
     def _replace_streams(self, config: StreamFile, mode: str) -> None:
-        """
-        Switch to ``config``'s streams, one server request at a time, undone on a refusal.
-
-        Removals come first (they make room), the last of them after the additions (a
-        server keeps at least one stream); a refused step undoes the steps before it, so the
-        running streams are those of the old file again.
-        """
+        """Switch to ``config``'s streams in one admission; a refusal keeps the running ones."""
         if config.pool != self.config.pool:
             raise ServingError(f'pool: {config.pool} differs from the running {self.config.pool};'
                                ' a pool change needs a restart')
-        server = self.server
-        new = {spec.name: spec for spec in config.streams}
-        old = {spec.name: spec for spec in self.config.streams}
-        served = {s.spec.name for s in server.served}
-        gone = [name for name in served if new.get(name) != old[name]]
-        steps = [(server.remove_stream, name, server.add_stream, old[name])
-                 for name in gone[:-1]]
-        steps += [(server.add_stream, spec, server.remove_stream, spec.name)
-                  for spec in config.streams
-                  if (spec.name not in served or spec.name in gone) and spec.name not in gone[-1:]]
-        for name in gone[-1:]:
-            steps.append((server.remove_stream, name, server.add_stream, old[name]))
-            if name in new:
-                steps.append((server.add_stream, new[name], server.remove_stream, name))
-        if mode != server.mode:
-            steps.append((server.set_mode, mode, server.set_mode, server.mode))
-        done = []
-        try:
-            for do, arg, undo, undo_arg in steps:
-                do(arg)
-                done.append((undo, undo_arg))
-        except ServingError:
-            for undo, undo_arg in reversed(done):
-                try:
-                    undo(undo_arg)
-                except ServingError as err:  # the refusal's reason still goes back
-                    self.get_logger().error(f'could not undo a refused stream change: {err}')
-            raise
+        self.server.replace_streams(config.streams, mode)
         self.config = config
         self._wire(config)
 

@@ -127,7 +127,8 @@ class StreamServer:
         served = Served(spec, self._model(spec))
         if spec.name not in self.accounts:
             self.accounts[spec.name] = StreamAccount(spec.name)
-        self.specs[spec.name] = spec
+        if self._served(spec.name) is None:  # a running stream keeps its spec until a switch
+            self.specs[spec.name] = spec
         return served
 
     def _model(self, spec: StreamSpec) -> ServedModel:
@@ -184,6 +185,7 @@ class StreamServer:
 
     def _install(self, admitted: Admitted, streams: tuple[Served, ...]) -> None:
         self.dispatcher.configure(admitted.lanes)
+        self.specs.update((served.spec.name, served.spec) for served in streams)
         self.admitted, self.served, self.mode = admitted, streams, admitted.mode
 
     def _request(self, streams: tuple[Served, ...], mode: str, reason: str) -> None:
@@ -213,6 +215,23 @@ class StreamServer:
             self.rejections[spec.name] = rejection(spec.name, err)
             raise ServingError(self.rejections[spec.name]) from err
         self.rejections.pop(spec.name, None)
+
+    def replace_streams(self, specs: Sequence[StreamSpec], mode: Optional[str] = None) -> None:
+        """
+        Serve exactly ``specs`` from the next switch on: one admission, one switch.
+
+        All or nothing: ServingError (naming the stream and the reason) keeps the streams
+        that run now. Unlike a sequence of add_stream and remove_stream calls, no set in
+        between has to be admissible, and the pool switches once.
+        """
+        names = [spec.name for spec in specs]
+        if not names or len(set(names)) != len(names):
+            raise ServingError(f'a stream set needs at least one stream and unique names, '
+                               f'got {names}')
+        mode = self._target_mode() if mode is None else mode
+        if mode not in self.modes:
+            raise ServingError(f'mode {mode!r} is not one of {self.modes}')
+        self._request(tuple(self._declare(spec) for spec in specs), mode, 'streams replaced')
 
     def remove_stream(self, name: str) -> None:
         streams = tuple(s for s in self._target_streams() if s.spec.name != name)
