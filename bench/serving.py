@@ -37,6 +37,7 @@ from dyn_perception.runtime.artifacts import (
 from dyn_perception.runtime.chain import SegmentChain
 from dyn_perception.runtime.datasets import load_dataset
 from dyn_perception.runtime.devices import calibrated_timing
+from dyn_perception.runtime.devices.layers import Layer, LayerBuilder, Network
 from dyn_perception.runtime.exits import exit_index
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.scheduling import Dispatch
@@ -73,49 +74,67 @@ def _channels(c: float) -> int:
     return max(8, int(c + 4) // 8 * 8)
 
 
-def large_layers(width: float = 2.0, keep: float = 1.0, size: int = 224):
-    """(MACs, params, output H, output C) per block of MobileNetV2 at ``width``."""
-    blocks = []
-    h, cin = size // 2, _channels(32 * width)
-    blocks.append((h * h * 27 * cin, 27 * cin, h, cin))
+def large_blocks(width: float = 2.0, keep: float = 1.0, size: int = 224) -> list[list[Layer]]:
+    """The layers of MobileNetV2 at ``width``, one list per block (stem, 17 blocks, last conv)."""
+    """List the layers of MobileNetV2 at ``width`` per block (stem, 17 blocks, last conv)."""
+    blocks, mark = [], 0
+
+    def close_block() -> None:
+        nonlocal mark
+        blocks.append(b.layers[mark:])
+        mark = len(b.layers)
+
+    b.conv(_channels(32 * width), 3, 2)
+    close_block()
     for t, c, n, s in MOBILENETV2:
         cout = _channels(c * width)
         for r in range(n):
-            stride = s if r == 0 else 1
-            hidden = cin * t if t == 1 else _channels(cin * t * keep)
-            out_h = h // stride
-            macs = (h * h * cin * hidden if t != 1 else 0) + out_h * out_h * 9 * hidden \
-                + out_h * out_h * hidden * cout
-            params = (cin * hidden if t != 1 else 0) + 9 * hidden + hidden * cout
-            blocks.append((macs, params, out_h, cout))
-            h, cin = out_h, cout
-    last = _channels(1280 * width)
-    blocks.append((h * h * cin * last, cin * last, h, last))
+            stride, cin = (s if r == 0 else 1), b.shape[2]
+            if t != 1:
+                b.conv(_channels(cin * t * keep))
+            b.depthwise(3, stride).conv(cout)
+            if stride == 1 and cin == cout:
+                b.vector('ADD')
+            close_block()
+    b.conv(_channels(1280 * width))
+    close_block()
     return blocks
 
 
+def _exit_head(shape: tuple[int, int, int], classes: int = 1000) -> list[Layer]:
+    """Global average pooling and a dense classifier, as the package's exit heads are built."""
+    c = shape[2]
+    return [Layer('MEAN', 'vector', (1, 1, c), elements=shape[0] * shape[1] * c),
+            Layer('FULLY_CONNECTED', 'matrix', (1, 1, classes), c, (1, 1),
+                  c * classes + 4 * classes)]
+
+
 def large_model() -> ServedModel:
-    """Describe MobileNetV2-EE w2 by its layer sizes: 4 segments, exits after stages 2, 4."""
+    """Describe MobileNetV2-EE w2 by its layers: 4 segments, exits after stages 2, 4."""
     # Block indices where segments end: stage 2 ends at block 7, stage 4 at 14; the final
     # part is cut once more so that 4 TPUs can hold a stage each.
     cuts = ((0, 7, True), (7, 14, True), (14, 17, False), (17, 19, True))
+    directory = ROOT / 'out' / LARGE
     variants, profiles = [], []
     for name, keep in (('base', 1.0), ('p30', 0.7), ('p50', 0.5)):
-        blocks = large_layers(keep=keep)
+        blocks = large_blocks(keep=keep)
         segments = []
         previous = TensorSpec('input', (1, 224, 224, 3), 0.02, 0)
         for i, (first, end, has_exit) in enumerate(cuts):
-            macs = sum(b[0] for b in blocks[first:end])
-            params = sum(b[1] for b in blocks[first:end])
-            h, c = blocks[end - 1][2], blocks[end - 1][3]
-            last = i == len(cuts) - 1
-            features = None if last else TensorSpec('features', (1, h, h, c), 0.02, 0)
-            logits = TensorSpec('logits', (1, 1000), 0.1, 0) if has_exit else None
+            layers = [layer for block in blocks[first:end] for layer in block]
+            h, w, c = layers[-1].out_shape
             if has_exit:
-                macs += c * 1000
-                params += c * 1000
-            segments.append(SegmentSpec(f'{name}/segment{i}.tflite', previous, features,
-                                        logits, int(macs), int(params)))
+                layers += _exit_head((h, w, c))
+            last = i == len(cuts) - 1
+            features = None if last else TensorSpec('features', (1, h, w, c), 0.02, 0)
+            logits = TensorSpec('logits', (1, 1000), 0.1, 0) if has_exit else None
+            file = f'{name}/segment{i}.tflite'
+            network = Network(f'{name}_segment{i}', tuple(layers),
+                              int(np.prod(previous.shape)),
+                              (h * w * c if features else 0) + (1000 if has_exit else 0))
+            ModelledEdgeTPU.describe(directory / file, network)
+            segments.append(SegmentSpec(file, previous, features, logits, network.macs,
+                                        network.weight_bytes))
             previous = features
         thresholds = {'entropy': {mode: [0.1 * (k + 1)] * 2 for k, mode in enumerate(MODES)}}
         variants.append(Variant(name, tuple(segments), thresholds))
@@ -128,7 +147,7 @@ def large_model() -> ServedModel:
     manifest = Manifest(LARGE, 'mobilenetv2_ee', 'assumed', InputSpec(224, 224, 3, (0.5,) * 3,
                                                                       (0.25,) * 3),
                         tuple(f'class{i}' for i in range(1000)), tuple(variants), 'base',
-                        'entropy', {'derived_from': 'layer sizes'}, ROOT / 'out' / LARGE)
+                        'entropy', {'derived_from': 'layer lists'}, directory)
     return ServedModel(manifest, Profile(LARGE, {}, tuple(profiles)))
 
 

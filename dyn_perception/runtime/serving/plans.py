@@ -22,12 +22,14 @@ Residency decides what a device holds, and so what the WCET must contain:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import ClassVar, Optional, Sequence
 
 from dyn_perception.runtime.artifacts import (
     Manifest, Profile, Variant, VariantProfile
 )
 from dyn_perception.runtime.devices.base import Device, segment_refs, SegmentRef
+from dyn_perception.runtime.devices.layers import Network
 from dyn_perception.runtime.devices.simulated import SimulatedEdgeTPU
 from dyn_perception.runtime.exits import ExitPolicy, get_policy
 from dyn_perception.runtime.pipeline.placement import (
@@ -47,6 +49,18 @@ class ModelledEdgeTPU(SimulatedEdgeTPU):
     """
 
     kind = 'modelled_edgetpu'
+    # Segments described by their layers instead of a file, by the path their manifest gives
+    # them. Shared by every instance: a server makes its own probe device.
+    described: ClassVar[dict[Path, Network]] = {}
+
+    @classmethod
+    def describe(cls, path: Path, network: Network) -> None:
+        """Cost the segment at ``path`` (which need not exist) as ``network``."""
+        cls.described[Path(path)] = network
+
+    def _network(self, ref: SegmentRef) -> Network:
+        network = self.described.get(Path(ref.path))
+        return network if network is not None else SimulatedEdgeTPU._network(ref)
 
     def _open(self, ref: SegmentRef) -> None:
         return None
