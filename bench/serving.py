@@ -75,8 +75,8 @@ def _channels(c: float) -> int:
 
 
 def large_blocks(width: float = 2.0, keep: float = 1.0, size: int = 224) -> list[list[Layer]]:
-    """The layers of MobileNetV2 at ``width``, one list per block (stem, 17 blocks, last conv)."""
     """List the layers of MobileNetV2 at ``width`` per block (stem, 17 blocks, last conv)."""
+    b = LayerBuilder(size, size)
     blocks, mark = [], 0
 
     def close_block() -> None:
