@@ -314,7 +314,8 @@ def test_a_silent_label_publisher_holds_one_frame_not_every_frame(graph):
     start = time.monotonic()
     harness.send(6, with_labels=False, in_flight=0)
     wait_for(lambda: len(harness.results) >= 6)
-    assert time.monotonic() - start < 1.5, 'later frames must not wait for labels'
+    # Waiting 0.5 s each, the 6 frames would take >= 3 s; one wait and a loaded machine: ~2.4.
+    assert time.monotonic() - start < 2.9, 'later frames must not wait for labels'
     assert harness.results[0]['latency_ms'] >= 450
     assert max(r['latency_ms'] for r in harness.results[1:]) < 400
     # Labels flow again: once the first of them is in, frames pair again. (Sent alone, so
@@ -383,7 +384,9 @@ def test_a_storm_of_pipeline_changes_is_answered_promptly_and_every_frame_has_a_
     thread.join()
     storm_s = time.monotonic() - start
     assert len(answers) == 40 and all(a.successful for a in answers)
-    assert storm_s < 15.0, f'40 sets took {storm_s:.1f} s'
+    # Before the fix 82 s on a quiet machine (each set parsed the YAML again); now ~7 s there,
+    # 23 s with the cores shared by a second heavy job.
+    assert storm_s < 45.0, f'40 sets took {storm_s:.1f} s'
     wait_for(lambda: len(harness.results) >= harness.sent)
     assert sorted(r['frame'] for r in harness.results) == list(range(harness.sent))
     for r in harness.results:
