@@ -44,7 +44,8 @@ class SimulatedEdgeTPU(Device):
         self.off = False
         self.clock = clock
         self.overruns = 0
-        self._streamed: dict[str, int] = {}
+        # Modelled seconds of one invocation per resident segment: fixed from load to load.
+        self._invoke_s: dict[str, float] = {}
         self._failing_after: Optional[int] = None
 
     @property
@@ -65,7 +66,7 @@ class SimulatedEdgeTPU(Device):
     def power_off(self) -> None:
         """Power down: the cache is lost, the next load pays a wake and a full reload."""
         self.close()
-        self._streamed = {}
+        self._invoke_s = {}
         self.off = True
 
     @staticmethod
@@ -80,7 +81,8 @@ class SimulatedEdgeTPU(Device):
     def load(self, segments: Sequence[SegmentRef]) -> LoadReport:
         report = super().load(segments)
         resident = self.resident
-        self._streamed = {ref.key: self._network(ref).weight_bytes - cached
+        self._invoke_s = {ref.key: self.timing.invoke_s(self._network(ref),
+                                                        self._network(ref).weight_bytes - cached)
                           for ref, cached in zip(resident, self._plan(resident))}
         return report
 
@@ -115,7 +117,7 @@ class SimulatedEdgeTPU(Device):
             self._failing_after -= 1
         start = time.perf_counter()
         output = runner(x)
-        seconds = self.timing.invoke_s(self._network(ref), self._streamed[ref.key])
+        seconds = self._invoke_s[ref.key]
         self._wait(seconds, time.perf_counter() - start)
         return Invocation(output, seconds, seconds * self.active_power_w)
 
