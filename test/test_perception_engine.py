@@ -76,3 +76,18 @@ def test_a_mode_brings_its_variant_and_bad_settings_are_refused(engine):
                         (replace(pinned, mode='turbo'), 'turbo')):
         assert reason in engine.check(bad)
     assert engine.settings == pinned
+
+
+def test_frames_that_never_arrived_get_dropped_records_in_sequence(engine):
+    frames = np.load(FIXTURE / 'frames.npy')[:4]
+    labels = np.arange(4)
+    run(engine, frames[:2], labels)
+    engine.record_not_received(3, 'never received')
+    records = run(engine, frames[2:], labels)
+    lost = engine.records[2:5]
+    assert [r['frame'] for r in engine.records] == list(range(7))
+    assert all(r['status'] == 'dropped' and r['error'] == 'never received'
+               and r['stamp'] is None and r['latency_ms'] is None for r in lost)
+    assert all(r['status'] == 'ok' for r in records)
+    assert engine.diagnostics()['not_received'] == 3
+    assert engine.labelled == 4  # a frame that never came is not counted in the accuracy

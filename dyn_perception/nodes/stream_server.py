@@ -3,10 +3,11 @@ stream_server: every camera stream of a stream file served on one shared pool of
 
 The pool cannot be split across processes, so one node serves all the streams
 (``runtime.serving.StreamServer``, wall-clock executor; the file format: docs/serving.md).
-Subscribes each stream's ``topic`` (sensor data QoS) and ``energy_mode``; publishes each
-stream's results on ``~/<stream>/result`` (``std_msgs/String``, JSON, schema
+Subscribes each stream's ``topic`` (QoS by ``image_reliability``) and ``energy_mode``;
+publishes each stream's results on ``~/<stream>/result`` (``std_msgs/String``, JSON, schema
 ``dyn_perception/serving_result/1``) and one ``/diagnostics`` status per stream (counters,
-response against its analysed bound, misses, energy, why it is not admitted).
+response against its analysed bound, misses, energy, why it is not admitted). Frames a
+camera sent that never arrived are counted from its sequence numbers ('not_received').
 
 ``mode`` works as perception's: ``auto`` follows ``energy_mode``, a mode name holds it.
 ``streams`` names the stream file; set live, the new file's streams replace the old ones
@@ -26,6 +27,7 @@ from dyn_perception.nodes.params import Param, ParameterSet
 from dyn_perception.nodes.perception import AUTO
 from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY_PARAM
 from dyn_perception.nodes.spin import spin_node
+from dyn_perception.runtime.arrivals import SequenceGaps
 from dyn_perception.runtime.devices import make_devices
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.paths import data_path
@@ -33,6 +35,7 @@ from dyn_perception.runtime.serving import (
     load_streams, ServingError, StreamFile, StreamServer
 )
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -79,6 +82,9 @@ class StreamServerNode(Node):
         self.config = config
         self.result_pubs: dict = {}
         self.image_subs: dict = {}
+        # Frames lost in DDS while the executor was busy (a stream change's admission) are
+        # counted from each camera's sequence numbers: dropped 'not_received'.
+        self.gaps = SequenceGaps()
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._wire(config)
         self.create_subscription(String, 'energy_mode', self._on_energy_mode, 10)
@@ -104,7 +110,7 @@ class StreamServerNode(Node):
             if spec.name not in self.image_subs:
                 self.image_subs[spec.name] = self.create_subscription(
                     Image, spec.topic,
-                    lambda msg, name=spec.name: self._on_image(name, msg), qos)
+                    lambda msg, info, name=spec.name: self._on_image(name, msg, info), qos)
 
     # -- changes -------------------------------------------------------------------------
 
@@ -152,7 +158,10 @@ class StreamServerNode(Node):
 
     # -- frames and outputs --------------------------------------------------------------
 
-    def _on_image(self, stream: str, msg) -> None:
+    def _on_image(self, stream: str, msg: Image, info: MessageInfo) -> None:
+        missed = self.gaps.missed_before(info, stream)
+        if missed:
+            self.server.not_received(stream, missed)
         try:
             image = image_to_rgb(msg)
         except MalformedImage as err:

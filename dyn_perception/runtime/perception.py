@@ -12,10 +12,11 @@ devices, and refuses the change with the reason when any of that fails; ``apply`
 it in, and the old pipeline finishes the frames it holds in the background and is closed.
 
 Result record schema ``dyn_perception/result/1`` (JSON object):
-    schema, frame (sequence number), stamp [sec, nanosec], status (ok | dropped | failed),
+    schema, frame (sequence number), stamp [sec, nanosec] (null for a frame that never
+    arrived), status (ok | dropped | failed),
     class_id, label, score (softmax probability of class_id), exit (index of the exit taken,
     0-based), exits (number of exits), latency_ms (arrival to result: any hold waiting for
-    the frame's label included), inference_ms (sum
+    the frame's label included; null for a frame that never arrived), inference_ms (sum
     of the segment invocations), energy_j, mode, variant, policy, ground_truth, correct
     (both null without ground truth), error (null when ok; why the frame was dropped or
     failed otherwise).
@@ -34,7 +35,7 @@ from dyn_perception.runtime.artifacts import (
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
 from dyn_perception.runtime.exits import get_policy
 from dyn_perception.runtime.pipeline import Pipeline, PipelineError
-from dyn_perception.runtime.pipeline.results import FrameResult, OK, PipelineStats
+from dyn_perception.runtime.pipeline.results import DROPPED, FrameResult, OK, PipelineStats
 import numpy as np
 
 RESULT_SCHEMA = 'dyn_perception/result/1'
@@ -67,7 +68,7 @@ class PerceptionSettings:
 
 @dataclass(frozen=True)
 class FrameInfo:
-    stamp: tuple[int, int]
+    stamp: Optional[tuple[int, int]]  # None: a frame that never arrived
     ground_truth: Optional[int]
     image: Optional[np.ndarray]
     held_s: float = 0.0  # between arrival and submission (waiting for the label)
@@ -106,6 +107,7 @@ class PerceptionEngine:
         self._swap = threading.Lock()  # no frame goes to a pipeline being retired
         self._frames: dict[int, FrameInfo] = {}
         self._next_frame = 0
+        self.not_received = 0
         self._recent = deque(maxlen=accuracy_window)
         self.correct = self.labelled = 0
         self.settings = settings
@@ -242,6 +244,19 @@ class PerceptionEngine:
             self.pipeline.submit(frame, image)
         return frame
 
+    def record_not_received(self, count: int, reason: str) -> None:
+        """Give each of ``count`` frames that never reached the node a ``dropped`` record."""
+        built = self._built
+        for _ in range(count):
+            with self._lock:
+                frame = self._next_frame
+                self._next_frame += 1
+                self.not_received += 1
+            result = FrameResult(frame, DROPPED, None, None, 0.0, 0.0, 0.0, (), None, None,
+                                 error=reason)
+            record = self.record(result, FrameInfo(None, None, None), None, built)
+            self.on_record({**record, 'latency_ms': None}, None)
+
     def _on_result(self, result: FrameResult, built: _Built) -> None:
         with self._lock:
             info = self._frames.pop(result.frame_id)
@@ -260,7 +275,8 @@ class PerceptionEngine:
         labels = built.manifest.labels
         variant = built.pipeline.config.variant
         return {
-            'schema': RESULT_SCHEMA, 'frame': result.frame_id, 'stamp': list(info.stamp),
+            'schema': RESULT_SCHEMA, 'frame': result.frame_id,
+            'stamp': None if info.stamp is None else list(info.stamp),
             'status': result.status,
             'class_id': result.class_id if ok else None,
             'label': labels[result.class_id] if ok else None,
@@ -293,7 +309,7 @@ class PerceptionEngine:
             'mode': self.settings.mode, 'variant': self.pipeline.config.variant.name,
             'policy': self.pipeline.config.policy.name, 'placement': s.placement,
             'fps': round(s.fps, 2), 'submitted': s.submitted, 'completed': s.completed,
-            'dropped': s.dropped, 'failed': s.failed,
+            'dropped': s.dropped, 'failed': s.failed, 'not_received': self.not_received,
             'exit_histogram': ' '.join(str(n) for n in s.exit_histogram),
             'latency_median_ms': None if s.latency_median_s is None
             else round(1e3 * s.latency_median_s, 3),

@@ -24,7 +24,9 @@ switch. So each job meets the bound of the configuration it was released under (
 
 Frames are dropped, with a reason, only when their stream is not admitted ('not_admitted'),
 when a camera sends faster than its declared period ('early': that would void the analysis),
-or when the stream was removed with frames still waiting ('removed').
+when the stream was removed with frames still waiting ('removed'), or, as the node counts
+them from the camera's sequence numbers, when they never reached the server
+('not_received').
 """
 
 from __future__ import annotations
@@ -266,6 +268,15 @@ class StreamServer:
             model = self.models[self.specs[stream].model]
             frame = fit_frame(np.asarray(frame), model.manifest.input)
         self.executor.submit(stream, frame, at, frame_id)
+
+    def not_received(self, stream: str, count: int) -> None:
+        """Record ``count`` frames of ``stream`` that were sent but never reached the server."""
+        if stream not in self.accounts:
+            raise ServingError(f'stream {stream}: not declared')
+        with self.lock:
+            for _ in range(count):
+                self.accounts[stream].released += 1
+                self._drop(stream, None, 'not_received', self.executor.now())
 
     def _served(self, name: str) -> Optional[Served]:
         return next((s for s in self.served if s.spec.name == name), None)
