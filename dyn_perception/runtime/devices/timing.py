@@ -65,13 +65,14 @@ CARD_UPSTREAM_BYTES_PER_S = 2e9
 
 CHIP_CONSTANTS = ('layer_overhead_s', 'matrix', 'depthwise', 'vector')
 LINK_CONSTANTS = ('overhead_s', 'bandwidth', 'host_s_per_element')
-# Per-invocation overhead per link, as bounds on the fit. The calibration rows cannot tell the
-# Dev Board's overhead from its clock ratio (both explain MobileNet's equal times on the two
-# links), so PCIe's comes from a measurement: a simple model's whole invocation on the Dev
-# Board takes about 0.3 ms (C++, mean of 1000; google-coral/edgetpu#663), an upper bound on
-# the fixed part; the lower bound leaves up to 0.1 ms of it to that model's own transfer and
-# compute (assumption: its size is not given). USB's is left to the rows (0.3 ms was measured
-# for a call with almost no data on a Jetson Nano over USB 3: iwatake2222, Qiita 2019).
+# Per-invocation overhead per link (instructions, input, output and a status every time), as
+# bounds on the fit. The calibration rows cannot tell the Dev Board's overhead from its clock
+# ratio (both explain MobileNet's equal times on the two links), so PCIe's comes from a
+# measurement: a simple model's whole invocation on the Dev Board takes about 0.3 ms (C++,
+# mean of 1000; google-coral/edgetpu#663), an upper bound on the fixed part; the lower bound
+# leaves up to 0.1 ms of it to that model's own transfer and compute (assumption: its size is
+# not given). USB's is left to the rows; they give about 0.5 ms, near the 0.3 ms measured for
+# near-empty calls (iwatake2222, Qiita 2019; ricardodeazambuja/LibrEdgeTPU).
 OVERHEAD_BOUNDS_S = {'usb': (0.0, np.inf), 'pcie': (0.2e-3, 0.3e-3)}
 # The Dev Board's Edge TPU may run at another clock than the USB Accelerator's (the runtime
 # offers a reduced and a maximum frequency): the on-chip time of the second link is the
