@@ -26,7 +26,7 @@ from dyn_perception.runtime.devices.base import SegmentRef
 from dyn_perception.runtime.devices.coral_networks import CALIBRATION, HELD_OUT
 from dyn_perception.runtime.devices.layers import Network, read_tflite
 from dyn_perception.runtime.devices.timing import (
-    CACHE_BYTES, calibrated_fit, INTERFACES, leave_one_out, PEAK_OPS_PER_S
+    CACHE_BYTES, calibrated_fit, INTERFACES, leave_one_out, OVERHEAD_BOUNDS_S, PEAK_OPS_PER_S
 )
 from dyn_perception.runtime.pipeline import Pipeline
 import numpy as np
@@ -102,6 +102,9 @@ def calibration_section(results: dict) -> list:
             'bandwidth_mb_s': timing.bandwidth_bytes_per_s / 1e6,
             'host_ns_per_element': 1e9 * timing.host_s_per_element}
     results['fit_at_bound'] = list(fit.at_bound)
+    results['overhead_bounds_ms'] = {  # None: unbounded
+        interface: [1e3 * b if np.isfinite(b) else None for b in bounds]
+        for interface, bounds in OVERHEAD_BOUNDS_S.items()}
     errors = [abs(r[4]) for r in rows]
     results['tpu_model_fit_median_abs_error_pct'] = float(np.median(errors))
     results['tpu_model_fit_max_abs_error_pct'] = float(np.max(errors))
@@ -212,7 +215,8 @@ def main() -> int:
     print(format_table(['link', 'network', 'published ms', 'modelled ms', 'error %'],
                        calibration_section(results)))
     print(f'constants: {results["fit_usb"]}\n           {results["fit_pcie"]}')
-    print(f'at a physical bound: {results["fit_at_bound"]}\n')
+    print(f'at a physical bound: {results["fit_at_bound"]} '
+          f'(overhead bounds, ms: {results["overhead_bounds_ms"]})\n')
     print('Leave-one-out (refit without the row, predict it):')
     print(format_table(['link', 'network', 'published ms', 'predicted ms', 'error % / refusal'],
                        loo_section(results)))

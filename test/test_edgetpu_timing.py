@@ -17,8 +17,8 @@ from dyn_perception.runtime.devices.coral_networks import (
 )
 from dyn_perception.runtime.devices.layers import LayerBuilder, read_tflite, UnreadableModel
 from dyn_perception.runtime.devices.timing import (
-    calibrated_timing, fit_timing, FitRefused, leave_one_out, LINK_PEAK_BYTES_PER_S,
-    plan_cache
+    ARRAY, calibrated_timing, fit_timing, FitRefused, layer_cycles, leave_one_out,
+    LINK_PEAK_BYTES_PER_S, OVERHEAD_BOUNDS_S, plan_cache
 )
 import pytest
 
@@ -62,6 +62,17 @@ def test_written_architectures_have_their_papers_sizes():
     assert resnet((3, 4, 6, 3), 224, False, 'r').macs == pytest.approx(3.9e9, rel=0.05)
 
 
+def test_convolutions_are_one_matrix_pass_per_kernel_position():
+    # A 7 x 7 stem on 3 channels: 49 passes of one (mostly empty) 64 x 64 block each.
+    stem = LayerBuilder(224, 224).conv(64, 7, 2).layers[-1]
+    assert layer_cycles(stem) == ('matrix', 49 * (112 * 112 + ARRAY))
+    # 1 x 1 from 96 to 160 channels: 2 x 3 blocks; the same on a 3 x 3 kernel: 9 times that.
+    pointwise = LayerBuilder(14, 14, 96).conv(160).layers[-1]
+    assert layer_cycles(pointwise) == ('matrix', 6 * (196 + ARRAY))
+    spatial = LayerBuilder(14, 14, 96).conv(160, 3).layers[-1]
+    assert layer_cycles(spatial)[1] == 9 * layer_cycles(pointwise)[1]
+
+
 def test_cache_is_first_fit_per_layer_in_load_order():
     def net(*weights):
         b = LayerBuilder(1, 1, 1)
@@ -80,6 +91,12 @@ def test_fitted_constants_are_physical_and_the_link_is_shared():
         assert all(0 < u <= 1 for u in timing.utilisation.values())
         assert timing.bandwidth_bytes_per_s <= LINK_PEAK_BYTES_PER_S[interface]
     pcie = calibrated_timing('pcie')
+    # The Dev Board's per-invocation cost stays within the measured range, never zero, so a
+    # tiny segment on PCIe costs at least that.
+    low, high = OVERHEAD_BOUNDS_S['pcie']
+    assert 0 < low <= pcie.overhead_s <= high
+    tiny = LayerBuilder(8, 8, 1).conv(4).network('tiny', 64)
+    assert pcie.estimate_s([tiny])[0] > pcie.overhead_s
     assert pcie.sharing(1, 2e9).bandwidth_bytes_per_s == pcie.bandwidth_bytes_per_s
     assert pcie.sharing(8, 2e9).bandwidth_bytes_per_s == pytest.approx(2e9 / 8)
     with pytest.raises(ValueError, match='transferring'):
@@ -112,6 +129,15 @@ def test_leave_one_out_refits_without_the_row_and_reports_refusals():
     # Without its only SSD row the host time of non-maximum suppression is undetermined.
     ssd = [r for r in records if r['model'] == 'SSD MobileNet v1 (300)']
     assert all(r['predicted_ms'] is None and 'host_s_per_element' in r['refused'] for r in ssd)
+
+
+def test_leave_one_out_stays_within_the_targets_on_both_links():
+    records = leave_one_out()
+    errors = {interface: [abs(r['error_pct']) for r in records if r['interface'] == interface]
+              for interface in ('usb', 'pcie')}
+    assert not any(r['refused'] for r in records)
+    assert all(max(column) <= 25 for column in errors.values()), errors
+    assert sorted(errors['usb'] + errors['pcie'])[len(records) // 2] <= 10
 
 
 def test_rows_without_a_published_time_are_skipped():

@@ -152,7 +152,7 @@ def test_a_bad_stream_file_is_refused_with_the_reason_and_streams_go_on(graph, t
     result = cameras.set_parameters(streams=late)
     assert not result.successful and 'stream top' in result.reason
     crowd = write_streams(tmp_path, [{'name': f'extra{i}', 'model': 'fmnist_eenet',
-                                      'rate_hz': 30} for i in range(12)], 'crowd.yaml')
+                                      'rate_hz': 30} for i in range(30)], 'crowd.yaml')
     result = cameras.set_parameters(streams=crowd)
     assert not result.successful and 'stream extra' in result.reason, result.reason
     assert server.get_parameter('streams').value == str(data_path('config', 'streams.yaml'))
