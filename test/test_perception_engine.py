@@ -148,3 +148,12 @@ def test_a_mode_runs_its_front_configuration_and_powers_unused_tpus_down(tmp_pat
         assert engine.diagnostics()['devices_powered'] == 2
     finally:
         engine.close()
+    # On LiteRT the devices are CPU workers: the mode's variant and thresholds, every worker.
+    cpu = PerceptionEngine(PerceptionSettings(model=str(model), backend='litert', num_tpus=2,
+                                              mode='critical', live=False), on_record)
+    try:
+        assert [d.kind for d in cpu.pipeline.devices] == ['litert_cpu'] * 2
+        assert cpu.pipeline.config.thresholds == (1.1, 1.2)
+        assert cpu.pipeline.config.variant.name == 'slim'
+    finally:
+        cpu.close()

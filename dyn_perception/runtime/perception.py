@@ -7,14 +7,15 @@ versioned schema below) and keeps the counters the diagnostics report. Settings 
 as a whole before they are applied, so a rejected change leaves the running state untouched.
 
 A mode runs its configuration from the front (``manifest.yaml`` ``mode_configs``, written by
-``python -m dyn_perception.training front``): variant, exit thresholds and the number of powered
-TPUs, at most ``num_tpus``. The TPUs a mode does not use hold nothing and are powered down once
-they have unloaded (simulated TPUs: ``power_off``, the next load pays a wake; a real Edge TPU
-has no such call and keeps the driver's own clock gating). A configuration with no TPU runs on
-one host core: LiteRT for real backends, ``energy.host_cpu.ModelledHostCPU`` (the embedded
-host's modelled clock) beside simulated TPUs. Without ``mode_configs`` (or with ``variant`` or
-``thresholds`` set) the older rule holds: ``mode_variants`` and the mode's thresholds on every
-configured device.
+``python -m dyn_perception.training front``): variant, exit thresholds and, on TPU backends,
+the number of powered TPUs, at most ``num_tpus`` (on ``litert`` every CPU worker runs). The
+TPUs a mode does not use hold nothing and are powered down once they have unloaded
+(simulated TPUs: ``power_off``, the next load pays a wake; a real Edge TPU has no such call
+and keeps the driver's own clock gating). A configuration with no TPU runs on one host core:
+LiteRT for real backends, ``energy.host_cpu.ModelledHostCPU`` (the embedded host's modelled
+clock) beside simulated TPUs. Without ``mode_configs`` (or with ``variant`` or ``thresholds``
+set) the older rule holds: ``mode_variants`` and the mode's thresholds on every configured
+device.
 
 A change of model, backend, device count or queue size needs a new pipeline, and so does a
 mode change between the host and TPUs. ``check``
@@ -42,6 +43,8 @@ from typing import Any, Callable, Optional
 from dyn_perception.runtime.artifacts import (
     load_manifest, Manifest, MANIFEST_FILE, PROFILE_FILE, resolve_model_dir
 )
+from dyn_perception.runtime.devices.base import DeviceUnavailable
+from dyn_perception.runtime.devices.edgetpu import list_edge_tpus
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
 from dyn_perception.runtime.energy.front import Configuration, mode_configs_of
 from dyn_perception.runtime.energy.host_cpu import ModelledHostCPU
@@ -230,9 +233,24 @@ class PerceptionEngine:
         return configs.get(settings.policy or manifest.default_policy, {}).get(settings.mode)
 
     @staticmethod
-    def _shape(settings: PerceptionSettings, config: Optional[Configuration]) -> tuple:
+    def _on_tpus(settings: PerceptionSettings) -> bool:
+        """
+        Tell whether the backend runs on TPUs, so that a mode's TPU count applies.
+
+        On ``litert`` the devices are CPU workers: a mode brings its variant and thresholds and
+        runs on all ``num_tpus`` of them. ``auto`` decides as ``make_devices`` does.
+        """
+        if settings.backend != 'auto':
+            return settings.backend != 'litert'
+        try:
+            return len(list_edge_tpus()) >= settings.num_tpus
+        except DeviceUnavailable:
+            return False
+
+    def _shape(self, settings: PerceptionSettings, config: Optional[Configuration]) -> tuple:
         """Return what needs a rebuild to change: the settings' shape, host or TPUs."""
-        return (*settings.pipeline_shape(), config is not None and config.num_tpus == 0)
+        on_host = config is not None and config.num_tpus == 0 and self._on_tpus(settings)
+        return (*settings.pipeline_shape(), on_host)
 
     def _mode_arguments(self, settings: PerceptionSettings, manifest: Manifest,
                         config: Optional[Configuration]) -> dict:
@@ -241,15 +259,23 @@ class PerceptionEngine:
                     'policy': settings.policy or manifest.default_policy,
                     'thresholds': list(settings.thresholds) or settings.mode,
                     'num_devices': settings.num_tpus}
+        count = (max(1, min(config.num_tpus, settings.num_tpus)) if self._on_tpus(settings)
+                 else settings.num_tpus)
         return {'variant': config.variant, 'policy': config.policy,
-                'thresholds': list(config.thresholds),
-                'num_devices': max(1, min(config.num_tpus, settings.num_tpus))}
+                'thresholds': list(config.thresholds), 'num_devices': count}
 
     @staticmethod
     def _devices(settings: PerceptionSettings, on_host: bool) -> list:
-        """Open the TPUs of ``settings``, or one host core when the mode powers none."""
+        """
+        Open the TPUs of ``settings``, or one host core when the mode powers none.
+
+        An explicit ``edgetpu`` backend must have its TPUs attached even while the mode runs
+        on the host: a later mode needs them, and the setting is refused now, not then.
+        """
         if not on_host:
             return make_devices(settings.backend, settings.num_tpus, clock='wall')
+        if settings.backend == 'edgetpu' and len(list_edge_tpus()) < settings.num_tpus:
+            raise DeviceUnavailable(f'fewer than {settings.num_tpus} Edge TPUs attached')
         if settings.backend == 'sim-edgetpu':
             return [ModelledHostCPU('host0', clock='wall')]
         return make_devices('litert', 1)
