@@ -57,7 +57,7 @@ def plot_front(front: Front, policy: str, everything: list, path: Path, title: s
     ax.set_ylabel(f'energy per frame at {fps:g} fps (mJ, log)')
     ax.set_yscale('log')
     ax.set_title(f'{title}: accuracy / energy / latency front ({policy} exits, '
-                 f'0-{front.max_tpus} powered TPUs)')
+                 f'0-{front.max_tpus} powered TPUs)', fontsize=10)
     ax.legend(loc='upper left', fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
