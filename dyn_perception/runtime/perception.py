@@ -121,6 +121,7 @@ class PerceptionEngine:
         self.keep_images = keep_images
         self._lock = threading.Lock()
         self._swap = threading.Lock()  # no frame goes to a pipeline being retired
+        self._power = threading.RLock()  # no power-off while the device count changes
         self._frames: dict[int, FrameInfo] = {}
         self._next_frame = 0
         self._recent = deque(maxlen=accuracy_window)
@@ -189,15 +190,17 @@ class PerceptionEngine:
                 self._discard_candidate()
                 built = self._build(settings)
             self._candidate = None
-            with self._swap:
+            with self._power, self._swap:
                 old, self._built = self._built, built
+                self.settings = settings
             retire = threading.Thread(target=self._retire, args=(old.pipeline,), daemon=True,
                                       name='pipeline-retire')
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
             retire.start()
         else:
-            self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest, config))
-        self.settings = settings
+            with self._power:
+                self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest, config))
+                self.settings = settings
         self.power_down_unused()
 
     @staticmethod
@@ -288,21 +291,22 @@ class PerceptionEngine:
         called from ``diagnostics``. It waits while any device has failed: a re-placement
         could then be about to load the very device it would power off.
         """
-        pipeline = self.pipeline
-        stats = pipeline.stats()
-        used = self._mode_arguments(self.settings, self.manifest, self._mode_config(
-            self.settings, self.manifest, self._built.configs))['num_devices']
-        healthy = all(d.state != 'failed' for d in stats.devices)
-        powered = 0
-        for i, (device, d) in enumerate(zip(pipeline.devices, stats.devices)):
-            if getattr(device, 'off', False):
-                continue
-            if (healthy and i >= used and hasattr(device, 'power_off') and d.state == 'idle'
-                    and not d.segments and not device.resident):
-                device.power_off()
-                continue
-            powered += 1
-        return powered
+        with self._power:
+            built, settings = self._built, self.settings
+            stats = built.pipeline.stats()
+            used = self._mode_arguments(settings, built.manifest, self._mode_config(
+                settings, built.manifest, built.configs))['num_devices']
+            healthy = all(d.state != 'failed' for d in stats.devices)
+            powered = 0
+            for i, (device, d) in enumerate(zip(built.pipeline.devices, stats.devices)):
+                if getattr(device, 'off', False):
+                    continue
+                if (healthy and i >= used and hasattr(device, 'power_off')
+                        and d.state == 'idle' and not d.segments and not device.resident):
+                    device.power_off()
+                    continue
+                powered += 1
+            return powered
 
     def _build(self, settings: PerceptionSettings, manifest: Optional[Manifest] = None,
                configs: Optional[dict] = None) -> _Built:
