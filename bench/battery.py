@@ -2,23 +2,27 @@
 Battery life: the energy manager's policy against the mode fixed at ``performance``.
 
 Closed loop in virtual time: the labelled Fashion-MNIST test split replayed at ``--fps`` (30)
-through the pipeline on simulated Edge TPUs (LiteRT computes every result; time and energy
-come from the simulator's model, ``devices.timing`` and ``devices.power``), a simulated
-battery drained every second by what the devices report (active energy of invocations and
-swaps, idle energy of powered TPUs, nothing for TPUs that are off) plus the host's share of
-each invocation and the robot's base load, and ``runtime.energy.ModePolicy`` deciding from the
-battery's charge. Each mode runs its configuration from the manifest's ``mode_configs`` (the
-front); TPUs a mode does not use are powered off once they hold nothing, and pay a wake and a
-reload when a mode needs them again.
+through the pipeline on simulated Edge TPUs or on one modelled host core (LiteRT computes
+every result; time and energy come from the models, ``devices.timing``, ``devices.power`` and
+``energy.host_cpu``), a simulated battery drained every second by what the devices report
+(active energy of invocations and swaps, idle energy of powered TPUs, nothing for TPUs that
+are off, the host core's busy energy) plus the host's share of each TPU invocation and the
+robot's base load, and ``runtime.energy.ModePolicy`` deciding from the battery's charge. Each
+mode runs its configuration from the manifest's ``mode_configs`` (the front); TPUs a mode does
+not use are powered off once they hold nothing, and pay a wake and a reload when a mode needs
+them again; a switch between the host core and TPUs builds a new pipeline, as the node does.
 
-Runs: policy and ``performance`` fixed, without base load (targets: battery_life_ratio >= 1.5,
-battery_accuracy_loss_points <= 1.0) and at ``--base-load-w`` (reported). The base-load runs
-use a battery scaled so that ``performance`` lasts as long as without base load. Each mode is
-also run fixed over ``--calibration-frames`` frames to measure its power and accuracy on this
+Runs: the policy (with ``--accuracy-budget``, its ``max_mean_loss``) and ``performance``
+fixed, without base load (targets: battery_life_ratio >= 1.5, battery_accuracy_loss_points <=
+1.0) and at ``--base-load-w`` (reported); the policy without a budget; ``performance`` as the
+front picks it among TPU configurations only, alone and with the whole pool powered (the
+baselines before the host core and before TPUs were powered by need). The base-load runs use a
+battery scaled so that ``performance`` lasts as long as without base load. Each mode is also
+run fixed over ``--calibration-frames`` frames to measure its power and accuracy on this
 stream; from those the offline best fixed schedule (it knows the future: the mix of at most
 two modes that lasts longest at the policy's mean accuracy) gives the ratio of the policy's
 life to the best possible. Accuracy counts every frame of the run; a dropped frame is wrong.
-The battery is small (``--capacity-j``, default 300 J: about 6.5 minutes of virtual time in
+The battery is small (``--capacity-j``, default 300 J: about 40 minutes of virtual time in
 ``performance``) so that the default run takes a few minutes here.
 
     python bench/battery.py [--json OUT] [--plot out/battery.png] [--capacity-j 300]
@@ -31,15 +35,18 @@ import sys
 from typing import Callable, Optional
 
 from _paths import ROOT
-from dyn_perception.runtime.artifacts import load_manifest
+from dyn_perception.runtime.artifacts import load_manifest, load_profile
 from dyn_perception.runtime.datasets import load_dataset
 from dyn_perception.runtime.devices import calibrated_timing, SimulatedEdgeTPU
 from dyn_perception.runtime.devices.power import PowerLedger, PowerModel
 from dyn_perception.runtime.energy import ModePolicy, PolicyConfig, SimulatedBattery
-from dyn_perception.runtime.energy.front import HOST_ACTIVE_W, read_mode_configs
+from dyn_perception.runtime.energy.front import (
+    choose_modes, Configuration, configurations, HOST_ACTIVE_W, read_mode_configs
+)
+from dyn_perception.runtime.energy.host_cpu import ModelledHostCPU
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.pipeline import Pipeline
-from dyn_perception.runtime.pipeline.results import OK
+from dyn_perception.runtime.pipeline.results import OK, PipelineStats
 import numpy as np
 from report import format_table, write_json
 from tqdm import tqdm
@@ -70,7 +77,7 @@ class Run:
 
 
 class Loop:
-    """One model on a pool of simulated TPUs, with a battery, driven one second at a time."""
+    """One model on a pool of simulated TPUs and a host core, with a battery, one second a step."""
 
     def __init__(self, model: str, pool: int, fps: float, images: np.ndarray,
                  labels: np.ndarray):
@@ -82,27 +89,38 @@ class Loop:
         self.timing = calibrated_timing('usb')
         self.power = PowerModel.of(self.timing)
 
+    def _pipeline(self, config: Configuration, tpus: list, host: ModelledHostCPU) -> Pipeline:
+        """Build the pipeline of ``config``: on the host core when it powers no TPU."""
+        devices = tpus if config.num_tpus else [host]
+        return Pipeline(self.manifest, devices, variant=config.variant, policy=config.policy,
+                        thresholds=list(config.thresholds),
+                        num_devices=max(config.num_tpus, 1), admission='drop_oldest')
+
     def run(self, name: str, battery: Optional[SimulatedBattery], decide: Callable,
             max_s: float = float('inf'), progress: Optional[tqdm] = None,
-            pool_powered: bool = False) -> Run:
+            pool_powered: bool = False, configs: Optional[dict] = None) -> Run:
         """
         Run until the battery is empty (or ``max_s``); ``decide(t, charge)`` gives the mode.
 
-        ``pool_powered`` keeps every TPU of the pool on, as before TPUs were powered by need.
+        ``pool_powered`` keeps every TPU of the pool on, as before TPUs were powered by need;
+        ``configs`` replaces the manifest's mode -> configuration mapping. A switch between
+        the host and TPUs builds a new pipeline, as the perception node does: the old one
+        finishes its frames, and a TPU that was off pays its wake on its first load.
         """
+        configs = configs or self.configs
         run = Run(name)
         mode = decide(0.0, battery.charge if battery else 1.0)
-        config = self.configs[mode]
-        devices = [SimulatedEdgeTPU(f'tpu{i}', self.timing, power=self.power)
-                   for i in range(self.pool)]
+        config = configs[mode]
+        tpus = [SimulatedEdgeTPU(f'tpu{i}', self.timing, power=self.power)
+                for i in range(self.pool)]
+        host = ModelledHostCPU('host0')
         ledger = PowerLedger(self.power)
-        for i, device in enumerate(devices):
+        for i, device in enumerate(tpus):
             ledger.set_powered(device.name, pool_powered or i < config.num_tpus, 0.0)
             if not ledger.is_on(device.name):
                 device.power_off()
-        pipeline = Pipeline(self.manifest, devices, variant=config.variant,
-                            policy=config.policy, thresholds=list(config.thresholds),
-                            num_devices=config.num_tpus, admission='drop_oldest')
+        pipeline = self._pipeline(config, tpus, host)
+        retired: list = []  # statistics of pipelines replaced by a rebuild
         modes_of = {pipeline.config.version: mode}
         frame, spent, second = 0, 0.0, 0
         while True:
@@ -116,12 +134,13 @@ class Loop:
             pipeline.advance(float(second))
             correct = self._collect(pipeline.poll(), modes_of, run)
             now = float(second)
-            for i, device in enumerate(devices):  # power off what holds nothing
-                if (ledger.is_on(device.name) and i >= config.num_tpus and not device.resident
-                        and not pool_powered):
+            for i, device in enumerate(tpus):  # power off what holds nothing or is not used
+                idle = not device.resident or not config.num_tpus
+                if ledger.is_on(device.name) and i >= config.num_tpus and idle \
+                        and not pool_powered:
                     device.power_off()
                     ledger.set_powered(device.name, False, now)
-            total = self._energy(pipeline, devices, ledger, now)
+            total = self._energy([*retired, pipeline.stats()], tpus, ledger, now)
             charge = battery.drain(total - spent, 1.0) if battery else 1.0
             spent = total
             run.timeline.append((now, charge, mode, correct / self.fps))
@@ -131,19 +150,33 @@ class Loop:
                 break
             wanted = decide(now, charge)
             if wanted != mode:
-                mode, config = wanted, self.configs[wanted]
+                old, (mode, config) = config, (wanted, configs[wanted])
                 for i in range(config.num_tpus):
-                    ledger.set_powered(devices[i].name, True, now)
-                pipeline.set_mode(variant=config.variant, policy=config.policy,
-                                  thresholds=list(config.thresholds),
-                                  num_devices=config.num_tpus)
+                    ledger.set_powered(tpus[i].name, True, now)
+                if bool(old.num_tpus) != bool(config.num_tpus):
+                    retired.append(self._retire(pipeline, modes_of, run))
+                    pipeline = self._pipeline(config, tpus, host)
+                    pipeline.advance(now)  # its loads (and wakes) overlap the old frames
+                    modes_of = {}
+                else:
+                    pipeline.set_mode(variant=config.variant, policy=config.policy,
+                                      thresholds=list(config.thresholds),
+                                      num_devices=max(config.num_tpus, 1))
                 modes_of[pipeline.config.version] = mode
                 run.switches += 1
-        stats = pipeline.stats()
+        devices = [d for stats in (*retired, pipeline.stats()) for d in stats.devices]
         run.life_s, run.frames, run.energy_j = float(second), frame, spent
-        run.swaps = sum(d.loads for d in stats.devices)
+        run.swaps = sum(d.loads for d in devices)
         run.wakes = ledger.wakes
         return run
+
+    def _retire(self, pipeline: Pipeline, modes_of: dict, run: Run) -> PipelineStats:
+        """Let a replaced pipeline finish its frames; return its final statistics."""
+        pipeline.drain()
+        self._collect(pipeline.poll(), modes_of, run)
+        stats = pipeline.stats()
+        pipeline.close()
+        return stats
 
     def _collect(self, results: list, modes_of: dict, run: Run) -> int:
         correct = 0
@@ -156,16 +189,16 @@ class Loop:
         run.correct += correct
         return correct
 
-    def _energy(self, pipeline: Pipeline, devices: list, ledger: PowerLedger,
-                now: float) -> float:
-        """Active energy (invocations, swaps, wakes), idle of powered TPUs, host share."""
-        stats = pipeline.stats()
-        total = 0.0
-        for device, d in zip(devices, stats.devices):
-            working_s = d.busy_s + d.load_s
-            total += d.active_energy_j + ledger.idle_energy_j(device.name, now, working_s)
-            total += d.invocations * self.timing.overhead_s * HOST_ACTIVE_W
-        return total
+    def _energy(self, stats: list, tpus: list, ledger: PowerLedger, now: float) -> float:
+        """Active energy (invocations, swaps, wakes; TPUs and host), TPU idle, TPU driving."""
+        total, working = 0.0, dict.fromkeys((d.name for d in tpus), 0.0)
+        for pipeline in stats:
+            for d in pipeline.devices:
+                total += d.active_energy_j
+                if d.name in working:
+                    working[d.name] += d.busy_s + d.load_s
+                    total += d.invocations * self.timing.overhead_s * HOST_ACTIVE_W
+        return total + sum(ledger.idle_energy_j(name, now, w) for name, w in working.items())
 
 
 def best_fixed_schedule(power: dict, accuracy: dict, floor: float, capacity_j: float,
@@ -186,8 +219,10 @@ def best_fixed_schedule(power: dict, accuracy: dict, floor: float, capacity_j: f
     return best, how
 
 
-def policy_decider(modes: tuple, costs: dict, capacity_j: float, fps: float) -> Callable:
-    policy = ModePolicy(PolicyConfig(modes=modes, fps=fps), costs=costs, capacity_j=capacity_j)
+def policy_decider(modes: tuple, costs: dict, capacity_j: float, fps: float,
+                   budget: Optional[float]) -> Callable:
+    policy = ModePolicy(PolicyConfig(modes=modes, fps=fps, max_mean_loss=budget), costs=costs,
+                        capacity_j=capacity_j)
     return lambda t, charge: policy.update(t, charge)
 
 
@@ -228,17 +263,26 @@ def main(argv: Optional[list] = None) -> int:
                         help='battery capacity without base load (small: a short run)')
     parser.add_argument('--base-load-w', type=float, default=10.0)
     parser.add_argument('--calibration-frames', type=int, default=3000)
+    parser.add_argument('--accuracy-budget', type=float, default=1.0,
+                        help="the policy's max_mean_loss in accuracy points (the issue's bound; "
+                             'negative: none); the policy also runs without one')
     parser.add_argument('--json')
     parser.add_argument('--plot', default=str(ROOT / 'out' / 'battery.png'))
     args = parser.parse_args(argv)
+    budget = args.accuracy_budget if args.accuracy_budget >= 0 else None
     test = load_dataset('fashion_mnist').test
     loop = Loop(args.model, args.num_tpus, args.fps, test.images, test.labels)
     modes = tuple(m.name for m in load_modes())
+    # What each mode ran before the host core was an option: the front's choice among
+    # configurations that power at least one TPU (the baseline of the earlier runs).
+    on_tpus = choose_modes([c for c in configurations(
+        loop.manifest, load_profile(args.model), loop.manifest.default_policy, args.num_tpus)
+        if c.num_tpus], load_modes(), args.fps)
     costs = {m: loop.configs[m].cost(args.fps) for m in modes}
     perf_w = costs['performance'].power_w
     scale = (perf_w + args.base_load_w) / perf_w
     calibration_s = args.calibration_frames / args.fps
-    expected_s = 3.2 * (args.capacity_j / perf_w) * 2 + calibration_s * len(modes)
+    expected_s = 2.5 * (args.capacity_j / perf_w) * 3 + calibration_s * len(modes)
     fixed: dict = {}
     with tqdm(total=int(expected_s), unit='virtual s', file=sys.stderr) as bar:
         for mode in modes:
@@ -251,12 +295,21 @@ def main(argv: Optional[list] = None) -> int:
                 'performance fixed' + label, SimulatedBattery(capacity, base_power_w=base),
                 lambda t, c: 'performance', progress=bar)
             if not label:
+                runs['performance_tpu'] = loop.run(
+                    'performance on TPUs', SimulatedBattery(capacity, base_power_w=base),
+                    lambda t, c: 'performance', progress=bar, configs=on_tpus)
                 runs['pool_powered'] = loop.run(
-                    'performance, pool powered', SimulatedBattery(capacity, base_power_w=base),
-                    lambda t, c: 'performance', progress=bar, pool_powered=True)
+                    'performance on TPUs, pool powered',
+                    SimulatedBattery(capacity, base_power_w=base), lambda t, c: 'performance',
+                    progress=bar, pool_powered=True, configs=on_tpus)
             runs['policy' + label] = loop.run(
                 'energy policy' + label, SimulatedBattery(capacity, base_power_w=base),
-                policy_decider(modes, costs, capacity, args.fps), progress=bar)
+                policy_decider(modes, costs, capacity, args.fps, budget), progress=bar)
+            if not label:
+                runs['no_budget'] = loop.run(
+                    'energy policy, no accuracy budget',
+                    SimulatedBattery(capacity, base_power_w=0.0),
+                    policy_decider(modes, costs, capacity, args.fps, None), progress=bar)
     power = {m: r.energy_j / r.life_s for m, r in fixed.items()}
     accuracy = {m: r.accuracy for m, r in fixed.items()}
     results, rows = {}, []
@@ -278,11 +331,21 @@ def main(argv: Optional[list] = None) -> int:
         for run in (perf, policy):
             rows.append([run.name, run.life_s / 60.0, 100 * run.accuracy, run.switches,
                          run.swaps, run.frames])
-    results['battery_life_ratio_vs_pool_powered'] = (runs['policy'].life_s
-                                                     / runs['pool_powered'].life_s)
-    rows.insert(1, [runs['pool_powered'].name, runs['pool_powered'].life_s / 60.0,
-                    100 * runs['pool_powered'].accuracy, 0, runs['pool_powered'].swaps,
-                    runs['pool_powered'].frames])
+    for key in ('performance_tpu', 'pool_powered'):
+        other = runs[key]
+        results[f'battery_life_ratio_vs_{key}'] = runs['policy'].life_s / other.life_s
+        results[f'battery_accuracy_loss_points_vs_{key}'] = 100 * (other.accuracy
+                                                                   - runs['policy'].accuracy)
+        rows.insert(1, [other.name, other.life_s / 60.0, 100 * other.accuracy, 0, other.swaps,
+                        other.frames])
+    free = runs['no_budget']
+    results.update({
+        'battery_life_ratio_no_budget': free.life_s / runs['performance'].life_s,
+        'battery_accuracy_loss_points_no_budget': 100 * (runs['performance'].accuracy
+                                                         - free.accuracy),
+        'mode_switches_no_budget': free.switches, 'accuracy_budget_points': budget})
+    rows.insert(4, [free.name, free.life_s / 60.0, 100 * free.accuracy, free.switches,
+                    free.swaps, free.frames])
     for mode in modes:
         results[f'p99_latency_ms.{mode}'] = runs['policy'].p99_ms(mode) or fixed[mode].p99_ms(
             mode)
@@ -291,12 +354,23 @@ def main(argv: Optional[list] = None) -> int:
     results.update({'capacity_j': args.capacity_j, 'base_load_w': args.base_load_w,
                     'fps': args.fps, 'model': args.model, 'num_tpus': args.num_tpus})
     print(format_table(['run', 'life (min)', 'accuracy %', 'switches', 'swaps', 'frames'], rows))
-    print(format_table(['mode', 'W (perception)', 'accuracy %', 'p99 ms', 'TPUs'],
-                       [[m, power[m], 100 * accuracy[m], results[f'p99_latency_ms.{m}'],
-                         loop.configs[m].num_tpus] for m in modes]))
+    print(format_table(['mode', 'variant', 'W (perception)', 'accuracy %', 'p99 ms',
+                        'TPUs (0: host core)'],
+                       [[m, loop.configs[m].variant, power[m], 100 * accuracy[m],
+                         results[f'p99_latency_ms.{m}'], loop.configs[m].num_tpus]
+                        for m in modes]))
+    for m in modes:
+        results[f'tpus.{m}'] = loop.configs[m].num_tpus
+        results[f'variant.{m}'] = loop.configs[m].variant
+    results['performance_tpu_power_w'] = on_tpus['performance'].power_w(args.fps)
     print(format_table(['key', 'value', 'target'], [
         ['battery_life_ratio', results['battery_life_ratio'], '>= 1.5'],
         ['battery_accuracy_loss_points', results['battery_accuracy_loss_points'], '<= 1.0'],
+        ['battery_life_ratio_no_budget', results['battery_life_ratio_no_budget'], 'report'],
+        ['battery_accuracy_loss_points_no_budget',
+         results['battery_accuracy_loss_points_no_budget'], 'report'],
+        ['battery_life_ratio_vs_performance_tpu',
+         results['battery_life_ratio_vs_performance_tpu'], 'report'],
         ['battery_life_ratio_vs_pool_powered', results['battery_life_ratio_vs_pool_powered'],
          'report'],
         ['battery_life_vs_best_fixed_schedule',
@@ -305,7 +379,7 @@ def main(argv: Optional[list] = None) -> int:
          results[f'battery_life_ratio_at_{args.base_load_w:g}w'], 'report'],
         [f'battery_accuracy_loss_points_at_{args.base_load_w:g}w',
          results[f'battery_accuracy_loss_points_at_{args.base_load_w:g}w'], 'report']]))
-    plot([runs['performance'], runs['policy']], modes, Path(args.plot))
+    plot([runs['performance'], runs['policy'], free], modes, Path(args.plot))
     print(f'plot: {args.plot}')
     write_json(args.json, results)
     return 0

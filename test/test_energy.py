@@ -165,3 +165,35 @@ def test_a_swap_that_powers_a_tpu_on_pays_the_wake():
                    wake_energy_j=2.0)
     assert two.swap_from(one) == pytest.approx((1.01, 2.04))
     assert one.swap_from(two) == pytest.approx((0.01, 0.02))  # powering down costs no wake
+
+
+def _discharge(policy, costs, capacity_j=100.0):
+    """Drain a battery by the running mode's power, one second a step; return (s, loss, modes)."""
+    charge, t, loss_s, modes = 1.0, 0.0, 0.0, []
+    best = costs['performance'].accuracy
+    while charge > 0:
+        modes.append(policy.update(t, charge))
+        charge -= costs[modes[-1]].power_w / capacity_j
+        loss_s += best - costs[modes[-1]].accuracy
+        t += 1.0
+    return t, loss_s / t, modes
+
+
+def test_an_accuracy_budget_cuts_the_step_into_a_lossy_mode_short():
+    # Frugal modes five times cheaper but losing 3 points: without a budget the last, longest
+    # part of the discharge runs there and the mean loss exceeds 1 point.
+    costs = {'performance': ModeCost(1.0, 0.94), 'balanced': ModeCost(0.5, 0.937),
+             'eco': ModeCost(0.33, 0.93), 'critical': ModeCost(0.2, 0.91)}
+    free = ModePolicy(PolicyConfig(**QUICK, rate_window_s=4.0), costs=costs)
+    free_s, free_loss, free_modes = _discharge(free, costs)
+    budgeted = ModePolicy(PolicyConfig(**QUICK, rate_window_s=4.0, max_mean_loss=1.0),
+                          costs=costs)
+    budget_s, budget_loss, budget_modes = _discharge(budgeted, costs)
+    assert free_loss > 0.01 and budget_loss <= 0.01
+    # The budget holds eco where the bounds call for critical; critical comes only near the
+    # end, once the little time left no longer lifts the mean over the budget.
+    assert budget_modes.count('critical') < free_modes.count('critical') / 2
+    assert budget_modes.count('eco') > free_modes.count('eco')
+    assert 100.0 < budget_s < free_s  # longer than performance fixed, shorter than no budget
+    with pytest.raises(ValueError, match='max_mean_loss'):
+        PolicyConfig(max_mean_loss=-0.5)

@@ -91,3 +91,84 @@ def test_frames_that_never_arrived_get_dropped_records_in_sequence(engine):
     assert all(r['status'] == 'ok' for r in records)
     assert engine.diagnostics()['not_received'] == 3
     assert engine.labelled == 4  # a frame that never came is not counted in the accuracy
+
+
+def _mode_configs(model, chosen):
+    """Write a ``mode_configs`` entry per mode: (variant, TPUs, thresholds)."""
+    manifest = yaml.safe_load((model / 'manifest.yaml').read_text())
+    manifest['mode_configs'] = {'fps': 30.0, 'max_tpus': 2, 'command': 'test', 'policies': {
+        'entropy': {mode: {
+            'variant': variant, 'policy': 'entropy', 'thresholds': list(thresholds),
+            'num_tpus': tpus, 'accuracy': 0.9, 'active_energy_j': 1e-3, 'idle_power_w': 0.5,
+            'p99_ms': 1.0, 'swap_s': 0.01, 'swap_energy_j': 0.02, 'mode': mode}
+            for mode, (variant, tpus, thresholds) in chosen.items()}}}
+    (model / 'manifest.yaml').write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+
+def test_a_mode_runs_its_front_configuration_and_powers_unused_tpus_down(tmp_path):
+    model = tmp_path / 'tiny_eenet'
+    shutil.copytree(FIXTURE / 'tiny_eenet', model)
+    _mode_configs(model, {'performance': ('base', 2, (0.5, 0.6)),
+                          'balanced': ('base', 1, (0.7, 0.8)),
+                          'eco': ('slim', 1, (0.9, 1.0)),
+                          'critical': ('slim', 0, (1.1, 1.2))})
+    records, done = [], threading.Condition()
+
+    def on_record(record, image):
+        with done:
+            records.append(record)
+            done.notify_all()
+
+    engine = PerceptionEngine(PerceptionSettings(model=str(model), backend='sim-edgetpu',
+                                                 num_tpus=2, mode='performance', live=False),
+                              on_record)
+    engine.records, engine.done = records, done
+    frames = np.load(FIXTURE / 'frames.npy')[:10]
+    try:
+        assert engine.pipeline.config.thresholds == (0.5, 0.6)
+        assert engine.diagnostics()['devices_powered'] == 2
+        run(engine, frames, np.zeros(10))
+
+        engine.apply(replace(engine.settings, mode='balanced'))
+        records_balanced = run(engine, frames, np.zeros(10))
+        assert engine.pipeline.config.thresholds == (0.7, 0.8)
+        assert {r['mode'] for r in records_balanced} == {'balanced'}
+        # The second TPU unloads on its own worker, then is powered off.
+        deadline = 200
+        while engine.diagnostics()['devices_powered'] != 1 and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert engine.diagnostics()['devices_powered'] == 1
+        assert engine.pipeline.devices[1].off and not engine.pipeline.devices[1].resident
+        before = engine.stats().devices[1].invocations
+        run(engine, frames, np.zeros(10))
+        assert engine.stats().devices[1].invocations == before, 'an off TPU ran frames'
+
+        # No TPU at all: one host core, the mode's own variant and thresholds.
+        engine.apply(replace(engine.settings, mode='critical'))
+        records_critical = run(engine, frames, np.zeros(10))
+        assert [d.kind for d in engine.pipeline.devices] == ['host_cpu']
+        assert {r['variant'] for r in records_critical} == {'slim'}
+        assert engine.pipeline.config.thresholds == (1.1, 1.2)
+
+        # Back onto TPUs; a pinned variant or explicit thresholds bypass the front.
+        engine.apply(replace(engine.settings, mode='eco'))
+        assert [d.kind for d in engine.pipeline.devices] == ['sim_edgetpu'] * 2
+        assert engine.pipeline.config.variant.name == 'slim'
+        pinned = replace(engine.settings, thresholds=(0.2, 0.3))
+        assert engine.check(pinned) is None
+        engine.apply(pinned)
+        assert engine.pipeline.config.thresholds == (0.2, 0.3)
+        engine.pipeline.wait_loaded()  # the second TPU wakes and loads again
+        assert engine.diagnostics()['devices_powered'] == 2
+    finally:
+        engine.close()
+    # On LiteRT the devices are CPU workers: the mode's variant and thresholds, every worker.
+    cpu = PerceptionEngine(PerceptionSettings(model=str(model), backend='litert', num_tpus=2,
+                                              mode='critical', live=False), on_record)
+    try:
+        assert [d.kind for d in cpu.pipeline.devices] == ['litert_cpu'] * 2
+        assert cpu.pipeline.config.thresholds == (1.1, 1.2)
+        assert cpu.pipeline.config.variant.name == 'slim'
+    finally:
+        cpu.close()

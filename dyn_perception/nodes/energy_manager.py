@@ -58,6 +58,10 @@ class EnergyManager(Node):
             Param('fps', d.fps, 'frame rate that swaps are costed at', low=0.1, high=1000.0),
             Param('model', '', 'model whose mode costs (manifest mode_configs) make switching '
                   'swap-aware; empty: switch on bounds alone'),
+            Param('max_mean_loss', -1.0,
+                  'accuracy points the run may lose on average against the first mode (needs '
+                  'model); a step down that would exceed it is cut short; negative: no budget',
+                  low=-1.0, high=100.0),
             Param('period_s', 1.0, 'seconds between mode publications', low=0.05, high=60.0),
         ), self._validate, self._apply)
         self.guard = ReadingGuard()
@@ -71,8 +75,9 @@ class EnergyManager(Node):
         self.timer = self.create_timer(self.params.value('period_s'), self._tick)
 
     def _config(self, p: dict) -> PolicyConfig:
+        budget = p['max_mean_loss'] if p['max_mean_loss'] >= 0 else None
         return PolicyConfig(modes=self.modes, min_charge=tuple(p['min_charge']),
-                            **{key: p[key] for key in POLICY_KEYS})
+                            max_mean_loss=budget, **{key: p[key] for key in POLICY_KEYS})
 
     def _costs(self, model: str) -> Optional[dict]:
         return load_mode_costs(model, self.modes, self.params.value('fps')) if model else None
@@ -83,7 +88,7 @@ class EnergyManager(Node):
                             old.capacity_j if old is not None else None)
         if old is not None:  # keep what was read: a parameter change is not a new battery
             policy.charge, policy.load, policy.load_high = old.charge, old.load, old.load_high
-            policy.switches = old.switches
+            policy.switches, policy.run_s, policy.loss_s = old.switches, old.run_s, old.loss_s
         return policy
 
     def _validate(self, proposed: dict, changed: set) -> Optional[str]:

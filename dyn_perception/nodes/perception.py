@@ -50,7 +50,8 @@ def parameters(modes: tuple) -> tuple:
     return (
         Param('model', 'fmnist_eenet', 'model name under models/ or a model directory'),
         Param('backend', 'auto', 'where segments run', choices=BACKENDS),
-        Param('num_tpus', 2, 'devices to spread the segments over', low=1, high=16),
+        Param('num_tpus', 2, 'devices opened; a mode powers at most this many (manifest '
+              'mode_configs), the rest are powered down', low=1, high=16),
         Param('mode', AUTO,
               'operating mode; auto: follow energy_mode (the energy manager); a mode name '
               'holds that mode until mode is set back to auto', choices=(AUTO, *modes)),

@@ -6,7 +6,19 @@ class submits them to the pipeline, turns each pipeline result into a result rec
 versioned schema below) and keeps the counters the diagnostics report. Settings are checked
 as a whole before they are applied, so a rejected change leaves the running state untouched.
 
-A change of model, backend, device count or queue size needs a new pipeline. ``check``
+A mode runs its configuration from the front (``manifest.yaml`` ``mode_configs``, written by
+``python -m dyn_perception.training front``): variant, exit thresholds and, on TPU backends,
+the number of powered TPUs, at most ``num_tpus`` (on ``litert`` every CPU worker runs). The
+TPUs a mode does not use hold nothing and are powered down once they have unloaded
+(simulated TPUs: ``power_off``, the next load pays a wake; a real Edge TPU has no such call
+and keeps the driver's own clock gating). A configuration with no TPU runs on one host core:
+LiteRT for real backends, ``energy.host_cpu.ModelledHostCPU`` (the embedded host's modelled
+clock) beside simulated TPUs. Without ``mode_configs`` (or with ``variant`` or ``thresholds``
+set) the older rule holds: ``mode_variants`` and the mode's thresholds on every configured
+device.
+
+A change of model, backend, device count or queue size needs a new pipeline, and so does a
+mode change between the host and TPUs. ``check``
 builds it beside the running one, profile and every segment of its variant loaded on its
 devices, and refuses the change with the reason when any of that fails; ``apply`` then swaps
 it in, and the old pipeline finishes the frames it holds in the background and is closed.
@@ -32,7 +44,11 @@ from typing import Any, Callable, Optional
 from dyn_perception.runtime.artifacts import (
     load_manifest, Manifest, MANIFEST_FILE, PROFILE_FILE, resolve_model_dir
 )
+from dyn_perception.runtime.devices.base import DeviceUnavailable
+from dyn_perception.runtime.devices.edgetpu import list_edge_tpus
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
+from dyn_perception.runtime.energy.front import Configuration, mode_configs_of
+from dyn_perception.runtime.energy.host_cpu import ModelledHostCPU
 from dyn_perception.runtime.exits import get_policy
 from dyn_perception.runtime.pipeline import Pipeline, PipelineError
 from dyn_perception.runtime.pipeline.results import DROPPED, FrameResult, OK, PipelineStats
@@ -81,6 +97,7 @@ class _Built:
     shape: tuple
     manifest: Manifest
     files: tuple  # (path, mtime_ns, size) of manifest and profile, as read
+    configs: dict  # policy -> mode -> Configuration (the manifest's mode_configs)
     pipeline: Optional[Pipeline] = None
 
 
@@ -105,6 +122,7 @@ class PerceptionEngine:
         self.keep_images = keep_images
         self._lock = threading.Lock()
         self._swap = threading.Lock()  # no frame goes to a pipeline being retired
+        self._power = threading.RLock()  # no power-off while the device count changes
         self._frames: dict[int, FrameInfo] = {}
         self._next_frame = 0
         self.not_received = 0
@@ -131,11 +149,16 @@ class PerceptionEngine:
         if settings.backend not in BACKENDS:
             return f'backend must be one of {", ".join(BACKENDS)}'
         try:
-            manifest = (self.manifest if settings.model == self.settings.model
-                        else load_manifest(settings.model))
-            variant = manifest.variant(self._variant_name(settings, manifest))
+            manifest, configs = ((self.manifest, self._built.configs)
+                                 if settings.model == self.settings.model
+                                 else self._read(settings.model))
+            config = self._mode_config(settings, manifest, configs)
+            variant = manifest.variant(config.variant if config else
+                                       self._variant_name(settings, manifest))
             policy = get_policy(settings.policy or manifest.default_policy)
-            if settings.thresholds:
+            if config is not None:
+                pass  # the front's own setting, validated when it was written
+            elif settings.thresholds:
                 if len(settings.thresholds) != variant.num_exits - 1:
                     return (f'{variant.name} has {variant.num_exits - 1} early exits; '
                             f'got {len(settings.thresholds)} thresholds')
@@ -147,32 +170,40 @@ class PerceptionEngine:
                         f'{settings.mode!r}; known: {", ".join(known)}')
         except ValueError as err:
             return str(err)
-        if settings.pipeline_shape() == self.settings.pipeline_shape():
+        if self._shape(settings, config) == self._built.shape:
             return None
         self._discard_candidate()
         try:
-            self._candidate = self._build(settings)
+            self._candidate = self._build(settings, manifest, configs)
         except BUILD_ERRORS as err:
             return f'cannot build the new pipeline: {err}'
         return None
 
     def apply(self, settings: PerceptionSettings) -> None:
         """Switch to checked settings: a mode change in place, else the pipeline check built."""
-        if settings.pipeline_shape() != self.settings.pipeline_shape():
+        same_model = settings.model == self.settings.model
+        config = self._mode_config(settings, self.manifest, self._built.configs) \
+            if same_model else None
+        shape = self._shape(settings, config) if same_model else None
+        if shape != self._built.shape:
             built = self._candidate
-            if built is None or built.shape != settings.pipeline_shape():
+            if built is None or (built.shape != shape if same_model
+                                 else built.shape[:-1] != settings.pipeline_shape()):
                 self._discard_candidate()
                 built = self._build(settings)
             self._candidate = None
-            with self._swap:
+            with self._power, self._swap:
                 old, self._built = self._built, built
+                self.settings = settings
             retire = threading.Thread(target=self._retire, args=(old.pipeline,), daemon=True,
                                       name='pipeline-retire')
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
             retire.start()
         else:
-            self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest))
-        self.settings = settings
+            with self._power:
+                self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest, config))
+                self.settings = settings
+        self.power_down_unused()
 
     @staticmethod
     def _retire(pipeline: Pipeline, timeout: float = 10.0) -> None:
@@ -193,12 +224,94 @@ class PerceptionEngine:
         """Return the variant to run: the one asked for, else the one the build chose."""
         return settings.variant or manifest.mode_variant(settings.mode, settings.policy)
 
-    def _mode_arguments(self, settings: PerceptionSettings, manifest: Manifest) -> dict:
-        return {'variant': self._variant_name(settings, manifest),
-                'policy': settings.policy or manifest.default_policy,
-                'thresholds': list(settings.thresholds) or settings.mode}
+    @staticmethod
+    def _read(model: str) -> tuple[Manifest, dict]:
+        manifest = load_manifest(model)
+        return manifest, mode_configs_of(manifest)
 
-    def _build(self, settings: PerceptionSettings) -> _Built:
+    @staticmethod
+    def _mode_config(settings: PerceptionSettings, manifest: Manifest,
+                     configs: dict) -> Optional[Configuration]:
+        """Return the front's configuration of the mode, unless variant or thresholds are set."""
+        if settings.variant or settings.thresholds:
+            return None
+        return configs.get(settings.policy or manifest.default_policy, {}).get(settings.mode)
+
+    @staticmethod
+    def _on_tpus(settings: PerceptionSettings) -> bool:
+        """
+        Tell whether the backend runs on TPUs, so that a mode's TPU count applies.
+
+        On ``litert`` the devices are CPU workers: a mode brings its variant and thresholds and
+        runs on all ``num_tpus`` of them. ``auto`` decides as ``make_devices`` does.
+        """
+        if settings.backend != 'auto':
+            return settings.backend != 'litert'
+        try:
+            return len(list_edge_tpus()) >= settings.num_tpus
+        except DeviceUnavailable:
+            return False
+
+    def _shape(self, settings: PerceptionSettings, config: Optional[Configuration]) -> tuple:
+        """Return what needs a rebuild to change: the settings' shape, host or TPUs."""
+        on_host = config is not None and config.num_tpus == 0 and self._on_tpus(settings)
+        return (*settings.pipeline_shape(), on_host)
+
+    def _mode_arguments(self, settings: PerceptionSettings, manifest: Manifest,
+                        config: Optional[Configuration]) -> dict:
+        if config is None:
+            return {'variant': self._variant_name(settings, manifest),
+                    'policy': settings.policy or manifest.default_policy,
+                    'thresholds': list(settings.thresholds) or settings.mode,
+                    'num_devices': settings.num_tpus}
+        count = (max(1, min(config.num_tpus, settings.num_tpus)) if self._on_tpus(settings)
+                 else settings.num_tpus)
+        return {'variant': config.variant, 'policy': config.policy,
+                'thresholds': list(config.thresholds), 'num_devices': count}
+
+    @staticmethod
+    def _devices(settings: PerceptionSettings, on_host: bool) -> list:
+        """
+        Open the TPUs of ``settings``, or one host core when the mode powers none.
+
+        An explicit ``edgetpu`` backend must have its TPUs attached even while the mode runs
+        on the host: a later mode needs them, and the setting is refused now, not then.
+        """
+        if not on_host:
+            return make_devices(settings.backend, settings.num_tpus, clock='wall')
+        if settings.backend == 'edgetpu' and len(list_edge_tpus()) < settings.num_tpus:
+            raise DeviceUnavailable(f'fewer than {settings.num_tpus} Edge TPUs attached')
+        if settings.backend == 'sim-edgetpu':
+            return [ModelledHostCPU('host0', clock='wall')]
+        return make_devices('litert', 1)
+
+    def power_down_unused(self) -> int:
+        """
+        Power off the devices beyond the mode's count that have unloaded; return those powered.
+
+        Unloading happens on the device's own worker after the mode change, so this is also
+        called from ``diagnostics``. It waits while any device has failed: a re-placement
+        could then be about to load the very device it would power off.
+        """
+        with self._power:
+            built, settings = self._built, self.settings
+            stats = built.pipeline.stats()
+            used = self._mode_arguments(settings, built.manifest, self._mode_config(
+                settings, built.manifest, built.configs))['num_devices']
+            healthy = all(d.state != 'failed' for d in stats.devices)
+            powered = 0
+            for i, (device, d) in enumerate(zip(built.pipeline.devices, stats.devices)):
+                if getattr(device, 'off', False):
+                    continue
+                if (healthy and i >= used and hasattr(device, 'power_off')
+                        and d.state == 'idle' and not d.segments and not device.resident):
+                    device.power_off()
+                    continue
+                powered += 1
+            return powered
+
+    def _build(self, settings: PerceptionSettings, manifest: Optional[Manifest] = None,
+               configs: Optional[dict] = None) -> _Built:
         """
         Open the manifest, profile, devices and pipeline; return once its segments load.
 
@@ -212,22 +325,31 @@ class PerceptionEngine:
         if running is not None and resolve_model_dir(settings.model) == \
                 running.manifest.directory and _artifact_files(running.manifest) == running.files:
             manifest, files, profile = running.manifest, running.files, running.pipeline.profile
+            configs = running.configs
         else:
-            manifest = load_manifest(settings.model)
+            if manifest is None or configs is None:
+                manifest, configs = self._read(settings.model)
             files = _artifact_files(manifest)
-        built = _Built(settings.pipeline_shape(), manifest, files)
-        devices = make_devices(settings.backend, settings.num_tpus, clock='wall')
+        config = self._mode_config(settings, manifest, configs)
+        shape = self._shape(settings, config)
+        built = _Built(shape, manifest, files, configs)
+        devices = self._devices(settings, shape[-1])
+        arguments = self._mode_arguments(settings, manifest, config)
+        arguments['num_devices'] = min(arguments['num_devices'], len(devices))
         pipeline = Pipeline(built.manifest, devices, profile=profile,
                             queue_capacity=settings.queue_capacity,
                             admission='drop_oldest' if settings.live else 'block',
                             on_result=lambda result: self._on_result(result, built),
-                            **self._mode_arguments(settings, built.manifest))
+                            **arguments)
         built.pipeline = pipeline
         try:
             pipeline.wait_loaded()
         except PipelineError:
             pipeline.close()
             raise
+        for device in devices[arguments['num_devices']:]:
+            if hasattr(device, 'power_off'):
+                device.power_off()  # a new pipeline's unused devices never loaded
         return built
 
     # -- frames --------------------------------------------------------------------------
@@ -303,6 +425,7 @@ class PerceptionEngine:
 
     def diagnostics(self) -> dict[str, Any]:
         """Flat key/values for ``/diagnostics``: rates, exits, devices, energy, accuracy."""
+        powered = self.power_down_unused()
         s = self.stats()
         overall, recent = self.accuracy()
         values = {
@@ -317,6 +440,7 @@ class PerceptionEngine:
             else round(1e3 * s.latency_p99_s, 3),
             'energy_per_frame_mj': round(1e3 * s.energy_j / s.completed, 4)
             if s.completed else None,
+            'devices_powered': powered,
             'labelled': self.labelled,
             'accuracy': None if overall is None else round(overall, 4),
             'accuracy_recent': None if recent is None else round(recent, 4),

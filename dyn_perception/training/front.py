@@ -35,9 +35,12 @@ def plot_front(front: Front, policy: str, everything: list, path: Path, title: s
     import matplotlib.pyplot as plt
     fps = front.fps
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    ax.scatter([100 * c.accuracy for c in everything],
-               [1e3 * c.energy_per_frame_j(fps) for c in everything],
-               s=8, color='0.8', label='all configurations')
+    for on_host, colour, label in ((False, '0.8', 'all configurations on TPUs'),
+                                   (True, 'tab:orange', 'all on the host core (TPUs off)')):
+        shown = [c for c in everything if (c.num_tpus == 0) == on_host]
+        ax.scatter([100 * c.accuracy for c in shown],
+                   [1e3 * c.energy_per_frame_j(fps) for c in shown],
+                   s=8, color=colour, alpha=0.6, label=label)
     points = front.points[policy]
     shown = ax.scatter([100 * c.accuracy for c in points],
                        [1e3 * c.energy_per_frame_j(fps) for c in points],
@@ -47,12 +50,14 @@ def plot_front(front: Front, policy: str, everything: list, path: Path, title: s
     for mode, c in front.modes[policy].items():
         x, y = 100 * c.accuracy, 1e3 * c.energy_per_frame_j(fps)
         ax.scatter([x], [y], s=120, facecolors='none', edgecolors='tab:red', linewidths=1.5)
-        ax.annotate(f'{mode}\n{c.variant}, {c.num_tpus} TPU', (x, y), fontsize=8,
+        where = f'{c.num_tpus} TPU' if c.num_tpus else 'host, 0 TPU'
+        ax.annotate(f'{mode}\n{c.variant}, {where}', (x, y), fontsize=8,
                     xytext=(6, 6), textcoords='offset points', fontweight='bold')
     ax.set_xlabel('validation accuracy (%)')
-    ax.set_ylabel(f'energy per frame at {fps:g} fps (mJ)')
+    ax.set_ylabel(f'energy per frame at {fps:g} fps (mJ, log)')
+    ax.set_yscale('log')
     ax.set_title(f'{title}: accuracy / energy / latency front ({policy} exits, '
-                 f'1-{front.max_tpus} powered TPUs)')
+                 f'0-{front.max_tpus} powered TPUs)', fontsize=10)
     ax.legend(loc='upper left', fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

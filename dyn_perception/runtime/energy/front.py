@@ -15,6 +15,11 @@ one the simulated Edge TPU's model (``devices.timing``, ``devices.power``) gives
 - the swap into the configuration: load every powered TPU's segments (``swap_s``, the
   slowest TPU; ``swap_energy_j``, all of them), and per TPU that was off, a wake.
 
+With ``host`` given (the default), every variant x setting also runs with no TPU powered: on
+one core of the embedded host (``energy.host_cpu``: its modelled time at its busy-core power;
+p99 from the per-segment p99 / median LiteRT showed here; no idle power, the host is always on
+and its base draw is not perception's; no swap cost beyond opening interpreters, not counted).
+
 The front keeps the configurations no other beats on all three. Each mode then runs the
 configuration of least energy among its calibrated mode points (any variant, any TPU count)
 whose loss bound keeps the mode's budget (``config/modes.yaml``) and whose p99 fits the frame
@@ -36,6 +41,7 @@ from dyn_perception.runtime.devices.base import segment_refs
 from dyn_perception.runtime.devices.power import PowerModel
 from dyn_perception.runtime.devices.simulated import SimulatedEdgeTPU
 from dyn_perception.runtime.devices.timing import calibrated_timing, EdgeTPUTiming
+from dyn_perception.runtime.energy.host_cpu import HostCPUModel
 from dyn_perception.runtime.energy.policy import ModeCost
 from dyn_perception.runtime.modes import budget_fraction, Mode
 from dyn_perception.runtime.pipeline.placement import balanced_placement, reach_probabilities
@@ -45,6 +51,8 @@ import yaml
 # invocation's fixed overhead (driver, USB or PCIe transaction).
 HOST_ACTIVE_W = 1.0
 P99 = 0.99
+_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+EMBEDDED_HOST = HostCPUModel()
 
 
 @dataclass(frozen=True)
@@ -86,18 +94,22 @@ class Configuration:
 
 def configurations(manifest: Manifest, profile: Profile, policy: str, max_tpus: int,
                    timing: Optional[EdgeTPUTiming] = None,
-                   power: Optional[PowerModel] = None) -> list[Configuration]:
-    """Every variant x measured threshold setting x 1..max_tpus powered TPUs, costed."""
+                   power: Optional[PowerModel] = None,
+                   host: Optional[HostCPUModel] = EMBEDDED_HOST) -> list[Configuration]:
+    """Every variant x measured threshold setting x 0 (``host``) or 1..max_tpus TPUs, costed."""
     timing = timing or calibrated_timing('usb')
     power = power or PowerModel.of(timing)
     device = SimulatedEdgeTPU('front', timing, power=power)
     found = []
     for vp in profile.variants:
         variant = manifest.variant(vp.name)
-        refs = segment_refs(manifest, variant)
+        refs = segment_refs(manifest, variant, vp)
         exit_segments = variant.exit_segment_indices()
         for point in vp.exit_curves.get(policy, ()):
             reach = reach_probabilities(variant, point.exit_rates)
+            if host is not None:
+                found.append(_on_host(host, refs, reach, exit_segments, point, vp.name, policy,
+                                      power))
             for n in range(1, max_tpus + 1):
                 placement = balanced_placement(
                     len(refs), tuple(range(n)), reach,
@@ -114,13 +126,26 @@ def configurations(manifest: Manifest, profile: Profile, policy: str, max_tpus: 
                     swap_j += load * power.active_w * len(stage.devices)
                 active = sum(r * 1e-3 * t * (power.active_w - power.idle_w) for r, t in
                              zip(reach, ms))
-                host = sum(reach) * timing.overhead_s * HOST_ACTIVE_W
+                driving = sum(reach) * timing.overhead_s * HOST_ACTIVE_W
                 found.append(Configuration(
-                    vp.name, policy, point.thresholds, n, point.accuracy, active + host,
+                    vp.name, policy, point.thresholds, n, point.accuracy, active + driving,
                     n * power.idle_w, _p99_ms(ms, exit_segments, point.exit_rates),
                     max(swap_s), swap_j, power.wake_s, power.wake_s * power.active_w,
                     point.mode, point.loss_bound))
     return found
+
+
+def _on_host(host: HostCPUModel, refs: Sequence, reach: Sequence[float],
+             exit_segments: Sequence[int], point, variant: str, policy: str,
+             power: PowerModel) -> Configuration:
+    """Cost one setting on one host core with every TPU off (the wake is per TPU woken)."""
+    median = [host.median_s(r) for r in refs]
+    active = sum(r * t * host.active_w for r, t in zip(reach, median))
+    p99 = [1e3 * host.p99_s(r) for r in refs]
+    return Configuration(variant, policy, point.thresholds, 0, point.accuracy, active, 0.0,
+                         _p99_ms(p99, exit_segments, point.exit_rates), 0.0, 0.0,
+                         power.wake_s, power.wake_s * power.active_w, point.mode,
+                         point.loss_bound)
 
 
 def _p99_ms(ms: Sequence[float], exit_segments: Sequence[int],
@@ -203,18 +228,34 @@ def write_front(model: str | Path, front: Front, command: str) -> None:
     read_mode_configs(directory)
 
 
+def _recorded(manifest: Manifest) -> tuple[Path, Optional[dict]]:
+    path = manifest.directory / MANIFEST_FILE
+    data = (yaml.load(path.read_text(), Loader=_LOADER) or {}).get('mode_configs')
+    valid = isinstance(data, dict) and isinstance(data.get('policies'), dict)
+    if data is not None and not valid:
+        raise ArtifactError(f'{path}: mode_configs needs a mapping of policies')
+    return path, data
+
+
+def _policies(path: Path, data: Optional[dict]) -> dict[str, dict[str, Configuration]]:
+    return {policy: {mode: Configuration.from_dict(c, f'{path}: mode_configs.{policy}.{mode}')
+                     for mode, c in modes.items()}
+            for policy, modes in (data or {}).get('policies', {}).items()}
+
+
+def mode_configs_of(manifest: Manifest) -> dict[str, dict[str, Configuration]]:
+    """Return policy -> mode -> configuration from the manifest's ``mode_configs`` ({} if none)."""
+    return _policies(*_recorded(manifest))
+
+
 def read_mode_configs(model: str | Path) -> tuple[float, dict[str, dict[str, Configuration]]]:
     """Return (fps, policy -> mode -> configuration) from a manifest's ``mode_configs``."""
     manifest = load_manifest(model)
-    path = manifest.directory / MANIFEST_FILE
-    data = (yaml.safe_load(path.read_text()) or {}).get('mode_configs')
-    if not isinstance(data, dict) or not isinstance(data.get('policies'), dict):
+    path, data = _recorded(manifest)
+    if data is None:
         raise ArtifactError(f'{path}: no mode_configs (run `python -m dyn_perception.training '
                             f'front --model {manifest.name}`)')
-    policies = {policy: {mode: Configuration.from_dict(c, f'{path}: mode_configs.{policy}.{mode}')
-                         for mode, c in modes.items()}
-                for policy, modes in data['policies'].items()}
-    return float(data.get('fps', 30.0)), policies
+    return float(data.get('fps', 30.0)), _policies(path, data)
 
 
 def load_mode_costs(model: str | Path, modes: Sequence[str], fps: float,

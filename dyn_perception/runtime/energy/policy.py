@@ -18,6 +18,12 @@ meanwhile), so the policy is deliberate about switching:
   the energy saved over that time exceeds the swap's energy, up only when the frames gained in
   accuracy exceed those the swap loses. A step down that does not pay skips to a more frugal
   mode that does (it would be left again almost at once), and to the last mode when none does.
+- With mode costs and ``max_mean_loss`` (accuracy points) set, the run's mean expected
+  accuracy loss against the first mode is a budget: a step down is taken only into a mode
+  that, held until the battery is empty, keeps the mean since the start within it; when the
+  mode the bounds call for does not, the most frugal one between that does is taken, or none.
+  The bounds still decide when to step down; the budget decides how far. Without it a
+  discharge spends its last, longest part in the most frugal mode whatever that loses.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class PolicyConfig:
     load_tau_s: float = 5.0
     rate_window_s: float = 20.0
     fps: float = 30.0
+    max_mean_loss: Optional[float] = None  # accuracy points; None: no budget
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +78,8 @@ class PolicyConfig:
                 problems.append(f'{name} must be >= 0')
         if not self.rate_window_s > 0 or not self.fps > 0:
             problems.append('rate_window_s and fps must be > 0')
+        if self.max_mean_loss is not None and not self.max_mean_loss >= 0:
+            problems.append('max_mean_loss must be >= 0 (or None: no budget)')
         if problems:
             raise ValueError('bad energy policy: ' + '; '.join(problems))
 
@@ -125,6 +134,9 @@ class ModePolicy:
         self._seen: dict[str, float] = {}
         self._down_since: Optional[float] = None
         self._history: deque = deque()  # (t, smoothed charge) over rate_window_s
+        self.run_s = 0.0  # time decided over, and its expected accuracy loss x seconds
+        self.loss_s = 0.0
+        self._decided: Optional[float] = None
 
     @property
     def mode(self) -> str:
@@ -185,6 +197,25 @@ class ModePolicy:
             return math.inf
         return max(self.charge - self.config.min_charge[index], 0.0) / rate
 
+    def loss(self, index: int) -> float:
+        """Return the accuracy (0-1) mode ``index`` is expected to lose against the first."""
+        if self.costs is None:
+            return 0.0
+        best = self.costs[self.config.modes[0]].accuracy
+        return max(best - self.costs[self.config.modes[index]].accuracy, 0.0)
+
+    def within_budget(self, index: int) -> bool:
+        """Tell whether holding mode ``index`` until empty keeps the run's mean loss in budget."""
+        budget = self.config.max_mean_loss
+        if budget is None or self.costs is None:
+            return True
+        rate = self._rate_in(index)
+        if rate is None or rate <= 0 or self.charge is None:
+            return True  # no prediction yet: the bounds alone decide
+        rest = max(self.charge, 0.0) / rate
+        mean = (self.loss_s + rest * self.loss(index)) / max(self.run_s + rest, 1e-9)
+        return mean <= budget / 100.0 + 1e-12
+
     def pays(self, index: int) -> bool:
         """Tell whether switching to mode ``index`` saves more than the swap costs."""
         if self.costs is None or index == self.index:
@@ -218,6 +249,10 @@ class ModePolicy:
         """Switch if the smoothed readings call for it, long enough and worth the swap."""
         if self.since is None:
             self.since = now
+        if self._decided is not None and now > self._decided:
+            self.run_s += now - self._decided
+            self.loss_s += (now - self._decided) * self.loss(self.index)
+        self._decided = now
         if self.charge is None:
             self.reason = 'no charge reading yet: holding the start mode'
             return self.mode
@@ -229,7 +264,14 @@ class ModePolicy:
             if dwelt and now - self._down_since >= self.config.down_persist_s:
                 last = len(self.config.modes) - 1
                 chosen = next((i for i in range(wanted, last + 1) if self.pays(i)), last)
-                self._switch(chosen, now, 'charge or load fell below the bound')
+                allowed = [i for i in range(self.index + 1, chosen + 1) if self.within_budget(i)]
+                if allowed and allowed[-1] == chosen:
+                    self._switch(chosen, now, 'charge or load fell below the bound')
+                elif allowed:
+                    self._switch(allowed[-1], now, 'below the bound; the accuracy budget '
+                                 'stops the step short')
+                else:
+                    self.reason = 'below the bound, but the accuracy budget forbids a step down'
             return self.mode
         self._down_since = None
         cleared = max(self.target(self.charge - self.config.hysteresis, self.load_high), wanted)
