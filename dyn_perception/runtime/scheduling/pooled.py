@@ -29,11 +29,13 @@ same capped count), so the test accepts every set the baseline accepts, with bou
 larger.
 """
 
+from typing import Sequence
+
 import numpy as np
 
 from .analysis import fixed_point, GangAnalysis, Verdict, WindowBound, workload
-from .knapsack import most_valuable
-from .tasks import Dispatch
+from .knapsack import Knapsack, most_valuable
+from .tasks import Dispatch, GangTask
 
 # The extended window is searched up to this many of the longest period, and never
 # beyond this many ticks (its arrays grow with the window): else it gives no bound.
@@ -216,11 +218,15 @@ class PooledAnalysis(GangAnalysis):
         return self.tpus - widest + 1
 
     def _head_widths(self, k: int, higher: np.ndarray) -> list[int]:
-        """List widths w: J's ticks have m - w + 1 TPUs busy unless a wider job is pending."""
+        """
+        List widths w: J's ticks have m - w + 1 TPUs busy unless a wider job is pending.
+
+        Every w from m_k to the widest above, not only the widths present: then moving
+        a task from above k to below only removes terms (what OPA needs).
+        """
         if self.rule is Dispatch.BYPASS:
             return [int(self._width[k])]
-        above = self._width[higher]
-        return sorted({int(self._width[k]), *above[above > self._width[k]].tolist()})
+        return list(range(int(self._width[k]), self.tpus - self._busy(k, higher) + 2))
 
     def _pending(self, tasks: np.ndarray, waits: np.ndarray) -> WindowBound:
         """Bound the ticks of a window in which a job of `tasks` is released, not started."""
@@ -335,3 +341,9 @@ class PooledAnalysis(GangAnalysis):
             waits = np.where(short <= 0, length, 0)
         best = int(waits.max(initial=0))
         return best if best <= limit else None
+
+
+def analyse_pooled(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
+                   knapsack: Knapsack = Knapsack.EXACT) -> Verdict:
+    """Pooled test of `tasks` (highest priority first) on `tpus` TPUs."""
+    return PooledAnalysis(tasks, tpus, rule, knapsack).verdict()
