@@ -38,8 +38,8 @@ from .validation import validate, Validation
 
 __all__ = [
     'analyse', 'analyse_pooled', 'assign_priorities', 'assign_widths', 'audsley',
-    'choose_exact', 'choose_heuristic', 'Configuration', 'deadline_monotonic', 'Dispatch', 'explore',
-    'Exploration', 'GangAnalysis', 'GangTask',
+    'choose_exact', 'choose_heuristic', 'Configuration', 'deadline_monotonic', 'Dispatch',
+    'explore', 'Exploration', 'GangAnalysis', 'GangTask',
     'InvalidReleaseModelError', 'InvalidScenarioError', 'InvalidStreamError',
     'job_level_analysis', 'JobLevelVerdict', 'InvalidTaskError', 'InvalidTaskSetError',
     'Knapsack', 'np_fp_response_times', 'Option', 'partition', 'Partition',
