@@ -63,34 +63,32 @@ def started_in_window(length: int, wcet: np.ndarray, period: np.ndarray,
     return np.minimum(work, length)
 
 
-def pool_bound(widths: list[int], leftovers: list[int], length: int, busy: int,
-               capacity: int) -> int:
+def pool_profile(widths: list[int], leftovers: list[int], longest: int, busy: int,
+                 capacity: int) -> np.ndarray:
     """
     Most that jobs running at the release add to sum_t min(busy, TPUs they hold).
 
+    Entry n is the bound for a window of n ticks, n = 0..longest (beyond: entry longest).
     Items (width, leftover), longest leftover first, form sets of total width <= capacity.
     An item added to a set of width u (all its items run at least as long) raises the
-    capped count by min(busy, u + w) - min(busy, u) during each of its min(leftover,
-    length) ticks: a DP over u is exact.  Once u >= busy nothing adds anything, so the
-    states u >= busy merge into one.
+    capped count by min(busy, u + w) - min(busy, u) during each of its min(leftover, n)
+    ticks: a DP over u is exact, here for every n at once.  Once u >= busy nothing adds
+    anything, so the states u >= busy merge into one.
     """
-    best = [-1] * busy
-    best[0] = 0
-    saturated = -1
+    length = np.arange(longest + 1)
+    best = [np.zeros_like(length)] + [np.full_like(length, -1) for _ in range(busy - 1)]
+    saturated = np.full_like(length, -1)
     for width, left in zip(widths, leftovers):
-        ticks = min(left, length)
-        if ticks <= 0:
-            break
+        ticks = np.minimum(left, length)
         for used in range(busy - 1, -1, -1):
-            value = best[used]
-            if value < 0 or used + width > capacity:
+            if used + width > capacity or best[used][-1] < 0:
                 continue
             grown = used + width
             if grown >= busy:
-                saturated = max(saturated, value + ticks * (busy - used))
-            elif value + ticks * width > best[grown]:
-                best[grown] = value + ticks * width
-    return max(saturated, *best)
+                saturated = np.maximum(saturated, best[used] + ticks * (busy - used))
+            else:
+                best[grown] = np.maximum(best[grown], best[used] + ticks * width)
+    return np.maximum.reduce([saturated, *best])
 
 
 class PooledAnalysis(GangAnalysis):
@@ -106,7 +104,7 @@ class PooledAnalysis(GangAnalysis):
         everyone = np.arange(len(self.tasks))
         self._pooled = everyone[most_valuable(self._width, self._wcet, self.tpus)]
         self._pooled = self._pooled[np.argsort(-self._wcet[self._pooled], kind='stable')]
-        self._longest = int(self._wcet.max()) - self.started_before
+        self._longest = max(int(self._wcet.max()) - self.started_before, 0)
         self._pool_memo: dict[tuple[int, int, int], int] = {}
         self._pool_members = set(self._pooled.tolist())
         self._depends: list[np.ndarray] | None = None
@@ -176,7 +174,8 @@ class PooledAnalysis(GangAnalysis):
         def wait_bound(length: int) -> int:
             bound = baseline(length) // least
             for cap, pooled, pending in conditions:
-                bound = min(bound, (pooled(length) + (cap - least) * pending(length)) // cap)
+                extra = (cap - least) * pending(length) if cap > least else 0
+                bound = min(bound, (pooled(length) + extra) // cap)
             return bound
         window = fixed_point(wait_bound, 1, limit)
         if window is None and len(widths) > 1:
@@ -257,25 +256,27 @@ class PooledAnalysis(GangAnalysis):
         return lambda length: interference(length) + block(length)
 
     def _pool(self, excluded: int, length: int, busy: int) -> int:
-        """`pool_bound` over every task but `excluded` (-1: none), memoised."""
+        """`pool_profile` over every task but `excluded` (-1: none), memoised."""
+        return int(self._profile(excluded, busy)[min(length, self._longest)])
+
+    def _profile(self, excluded: int, busy: int) -> np.ndarray:
+        """Return the pool's profile over every task but `excluded`, memoised."""
         if excluded not in self._pool_members:
             excluded = -1
-        key = (excluded, min(length, self._longest), busy)
-        value = self._pool_memo.get(key)
-        if value is None:
-            items = self._pooled if excluded < 0 else self._pool_without.get(excluded)
-            if items is None:
+        profile = self._pool_memo.get((excluded, busy))
+        if profile is None:
+            items = self._pooled
+            if excluded >= 0:
                 # Removing one item may let the next of its width in.
                 others = np.flatnonzero(np.arange(len(self.tasks)) != excluded)
                 items = others[most_valuable(self._width[others], self._wcet[others],
                                              self.tpus)]
                 items = items[np.argsort(-self._wcet[items], kind='stable')]
-                self._pool_without[excluded] = items
-            value = pool_bound(self._width[items].tolist(),
-                               (self._wcet[items] - self.started_before).tolist(),
-                               key[1], busy, self.tpus)
-            self._pool_memo[key] = value
-        return value
+            profile = pool_profile(self._width[items].tolist(),
+                                   (self._wcet[items] - self.started_before).tolist(),
+                                   self._longest, busy, self.tpus)
+            self._pool_memo[(excluded, busy)] = profile
+        return profile
 
     def _pooled_omega(self, k: int, higher: np.ndarray, higher_slack: np.ndarray,
                       overtaking: np.ndarray, cap: int) -> WindowBound:
@@ -330,9 +331,7 @@ class PooledAnalysis(GangAnalysis):
         released = np.minimum(jobs * wcet + np.minimum(wcet, column - jobs * period),
                               column) @ weight
         overtaking = workload(column, low_wcet, low_period, low_slack) @ low_weight
-        pool = np.array([self._pool(-1, n, busy) for n in range(1, min(horizon, longest) + 1)],
-                        dtype=np.int64)
-        pool = np.concatenate([pool, np.full(horizon - len(pool), pool[-1] if len(pool) else 0)])
+        pool = self._profile(-1, busy)[np.minimum(length, longest)]
         short = busy * length - pool - released - overtaking
         # Task k's jobs released in [t0, r): floor((L - y) / T_k) of them must cover `short`.
         needed = np.where(short <= 0, 0, -(-short // max(own, 1)))

@@ -74,6 +74,38 @@ def validate(tasks: Sequence[GangTask], tpus: int, rule: Dispatch, bounds: Seque
                       tuple((observed / limit).tolist()))
 
 
+def blocking_counterexample(tasks: Sequence[GangTask], tpus: int) -> Schedule | None:
+    """
+    Find a sporadic schedule in which some task misses through blocking alone, if any.
+
+    For each task k: lower-priority jobs that run past J's latest start if they start one
+    tick before its release (C_j >= D_k - C_k + 2), started together at time 0 on an
+    otherwise idle platform, leave fewer than m_k TPUs idle during [1, D_k - C_k + 2) if
+    their widths sum to more than m - m_k (and to at most m, so that they all start).
+    J, released at 1, then completes after its deadline under either rule.  Found by a
+    subset sum over those widths; every other task releases nothing.  A set with such a
+    schedule is unschedulable as a sporadic set whatever test accepts it: the benchmark
+    counts these as an upper bound on any sound sporadic test.
+    """
+    for k, task in enumerate(tasks):
+        late = [j for j in range(k + 1, len(tasks))
+                if tasks[j].wcet >= task.deadline - task.wcet + 2]
+        # reach[w]: some subset of `late` has widths summing to exactly w (None: none).
+        reach: list[tuple[int, ...] | None] = [()] + [None] * tpus
+        for j in late:
+            for total in range(tpus, tasks[j].width - 1, -1):
+                below = reach[total - tasks[j].width]
+                if reach[total] is None and below is not None:
+                    reach[total] = below + (j,)
+        chosen = next((reach[w] for w in range(tpus - task.width + 1, tpus + 1)
+                       if reach[w] is not None), None)
+        if chosen is not None:
+            releases = [[0] if i in chosen else [1] if i == k else [] for i in range(len(tasks))]
+            execution = [[t.wcet] * len(times) for t, times in zip(tasks, releases)]
+            return releases, execution
+    return None
+
+
 def _sporadic(task: GangTask, horizon: int, rng: np.random.Generator) -> list[int]:
     """Random offset, then gaps of T plus an extra delay half of the time."""
     gaps = task.period + np.where(rng.random(horizon // task.period + 1) < 0.5, 0,
