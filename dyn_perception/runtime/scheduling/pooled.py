@@ -173,9 +173,8 @@ class PooledAnalysis(GangAnalysis):
 
         def wait_bound(length: int) -> int:
             bound = baseline(length) // least
-            for cap, pooled, pending in conditions:
-                extra = (cap - least) * pending(length) if cap > least else 0
-                bound = min(bound, (pooled(length) + extra) // cap)
+            for cap, pooled, deficit in conditions:
+                bound = min(bound, (pooled(length) + deficit(length)) // cap)
             return bound
         window = fixed_point(wait_bound, 1, limit)
         if window is None and len(widths) > 1:
@@ -189,11 +188,11 @@ class PooledAnalysis(GangAnalysis):
     def _condition(self, k: int, higher: np.ndarray, higher_slack: np.ndarray,
                    overtaking: np.ndarray, width: int,
                    least: int) -> tuple[int, WindowBound, WindowBound]:
-        """Give cap m - width + 1, its pooled Omega, the ticks a wider job above is pending."""
+        """Give cap m - width + 1, its pooled Omega, what the wider heads above leave short."""
         cap = self.tpus - width + 1
         wider = self._width[higher] > width
         return (cap, self._pooled_omega(k, higher, higher_slack, overtaking, cap),
-                self._pending(higher[wider], higher_slack[wider]))
+                self._deficit(higher[wider], higher_slack[wider], cap, least))
 
     def _interference(self, k: int, higher: np.ndarray, higher_slack: np.ndarray,
                       overtaking: np.ndarray, busy: int) -> WindowBound:
@@ -227,15 +226,25 @@ class PooledAnalysis(GangAnalysis):
             return [int(self._width[k])]
         return list(range(int(self._width[k]), self.tpus - self._busy(k, higher) + 2))
 
-    def _pending(self, tasks: np.ndarray, waits: np.ndarray) -> WindowBound:
-        """Bound the ticks of a window in which a job of `tasks` is released, not started."""
-        period = self._period[tasks]
+    def _deficit(self, tasks: np.ndarray, waits: np.ndarray, cap: int,
+                 least: int) -> WindowBound:
+        """
+        Bound sum_t (cap - busy(t))^+ over the ticks where a job of `tasks` heads the queue.
 
-        def ticks(length: int) -> int:
+        A job of task i is pending (released, not started) at most x_i ticks, and while it
+        heads the queue at least m - m_i + 1 >= least TPUs are busy: per task, pending
+        ticks times cap - (m - m_i + 1); in all, at most cap - least per tick.
+        """
+        if len(tasks) == 0:
+            return lambda length: 0
+        period = self._period[tasks]
+        short = cap - (self.tpus - self._width[tasks] + 1)
+
+        def deficit(length: int) -> int:
             jobs = length // period
-            return min(length, int(np.sum(jobs * waits
-                                          + np.minimum(waits, length - jobs * period))))
-        return ticks
+            ticks = jobs * waits + np.minimum(waits, length - jobs * period)
+            return min((cap - least) * min(length, int(ticks.sum())), int(short @ ticks))
+        return deficit
 
     def _split_lower(self, k: int, higher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split the lower-priority tasks: those that may start while J waits, the rest."""
