@@ -99,16 +99,15 @@ class PooledAnalysis(GangAnalysis):
         # Start bounds assumed for the lower-priority tasks that may overtake (bypass):
         # their deadlines' for OPA and lateness, the iterated vector in `verdict`.
         self._assumed = self._deadline - self._wcet
-        # The pool's items over all tasks (longest first) and its values, memoised: a
-        # task k outside the items leaves them unchanged, so most tasks share them.
+        # The pool's items over all tasks (longest first); profiles memoised per excluded
+        # task and cap: a task k outside the items leaves them unchanged, so most share.
         everyone = np.arange(len(self.tasks))
         self._pooled = everyone[most_valuable(self._width, self._wcet, self.tpus)]
         self._pooled = self._pooled[np.argsort(-self._wcet[self._pooled], kind='stable')]
         self._longest = max(int(self._wcet.max()) - self.started_before, 0)
-        self._pool_memo: dict[tuple[int, int, int], int] = {}
+        self._pool_memo: dict[tuple[int, int], np.ndarray] = {}
         self._pool_members = set(self._pooled.tolist())
         self._depends: list[np.ndarray] | None = None
-        self._pool_without: dict[int, np.ndarray] = {}
 
     def verdict(self) -> Verdict:
         """
@@ -342,12 +341,10 @@ class PooledAnalysis(GangAnalysis):
         overtaking = workload(column, low_wcet, low_period, low_slack) @ low_weight
         pool = self._profile(-1, busy)[np.minimum(length, longest)]
         short = busy * length - pool - released - overtaking
-        # Task k's jobs released in [t0, r): floor((L - y) / T_k) of them must cover `short`.
-        needed = np.where(short <= 0, 0, -(-short // max(own, 1)))
-        waits = np.where(short <= 0, length, length - needed * own_period)
-        if own == 0:
-            waits = np.where(short <= 0, length, 0)
-        best = int(waits.max(initial=0))
+        # Task k's jobs released in [t0, r), floor((L - y) / T_k) of them, own > 0 each,
+        # must cover `short`: y <= L - ceil(short / own) T_k.
+        needed = np.where(short <= 0, 0, -(-short // own))
+        best = int((length - needed * own_period).max(initial=0))
         return best if best <= limit else None
 
 
