@@ -2,15 +2,16 @@
 Gang scheduling on m TPUs: schedulability ratios, analysis time, validation, configuration.
 
 1. Schedulability ratio against total TPU utilisation for m = 8, both dispatch rules: the
+   pooled test (the shipped global test, deadline-monotonic and with OPA), the baseline
    test (exact knapsack, deadline-monotonic and with OPA), the test with the fractional
    knapsack, the same test without the knapsack (the baseline: every lower-priority job
    may block), and two upper envelopes for any sound test: the sets in which the
    simulator saw no deadline miss, and a necessary utilisation condition.  The sets look
    like camera streams: periods of 33 to 100 ms in 0.1 ms ticks, D in [0.8, 1] T, 4 to 16
    streams, gangs of 1 to 4 of the 8 TPUs.
-2. Analysis time for 10 to 100 tasks on 8 TPUs, on sets the test accepts (every task
-   bounded: the most work a verdict takes).
-3. Validation: random sets the test accepts (m from 2 to 8, widths 1..m, utilisation
+2. Analysis time for 10 to 100 tasks on 8 TPUs, on sets the baseline accepts (every task
+   bounded: the most work a verdict takes), pooled and baseline.
+3. Validation: random sets the pooled test accepts (m from 2 to 8, widths 1..m, utilisation
    across the range, deadline-monotonic or OPA order), each simulated synchronously at
    the WCET and under random sporadic runs with early completions; any deadline miss or
    response above the bound is reported.  To show what this check can and cannot catch,
@@ -19,9 +20,11 @@ Gang scheduling on m TPUs: schedulability ratios, analysis time, validation, con
 4. Configuration choice: exact branch and bound against the heuristic (gap, time).
 5. Issue 15: the issue's population (UUniFast-discard, periods from {10, 20, 40, 50, 100},
    D uniform in [0.6, 1] T, widths uniform 1..m, 2 to 2m tasks, deadline-monotonic) at
-   m = 2, 4, 8: the global test (the baseline, with and without OPA), strict partitioning,
-   the job-level analysis and the exhaustive search (synchronous periodic, every execution
-   time in [1, C]) for both rules, and the best of what ships.  Every set a shipped
+   m = 2, 4, 8: the global tests (pooled and baseline, with and without OPA), strict
+   partitioning, the job-level analysis and the exhaustive search (synchronous periodic,
+   every execution time in [1, C]) for both rules, an upper bound on any sound sporadic
+   test (schedulable in that search and no miss in a schedule of blocking alone,
+   `validation.blocking_counterexample`), and the best of what ships.  Every set a shipped
    analysis accepts, there and in a further population, is checked with varying
    execution times: exhaustively where the state budget allows, else by random runs.
 
@@ -42,15 +45,15 @@ import time
 
 import _paths  # noqa: F401 - puts the repository root on sys.path
 from dyn_perception.runtime.scheduling import (
-    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, explore, GangTask,
-    Knapsack, partition, validate
+    analyse, analyse_pooled, assign_priorities, choose_exact, choose_heuristic, Dispatch,
+    explore, GangTask, Knapsack, partition, PooledAnalysis, validate
 )
 from dyn_perception.runtime.scheduling.analysis import GangAnalysis, WindowBound
 from dyn_perception.runtime.scheduling.generators import random_streams, random_task_set
 from dyn_perception.runtime.scheduling.naive import NaiveCarryInAnalysis
 from dyn_perception.runtime.scheduling.priority import reorder
 from dyn_perception.runtime.scheduling.simulator import simulate
-from dyn_perception.runtime.scheduling.validation import scenarios
+from dyn_perception.runtime.scheduling.validation import blocking_counterexample, scenarios
 import numpy as np
 from report import format_table, write_json
 
@@ -58,7 +61,7 @@ RULES = tuple(Dispatch)
 TPUS = 8
 UTILISATIONS = tuple(round(0.4 * k, 1) for k in range(1, 21))
 HALF_LOAD = TPUS / 2
-CURVES = ('exact', 'exact+opa', 'fractional', 'no-knapsack')
+CURVES = ('pooled', 'pooled+opa', 'exact', 'exact+opa', 'fractional', 'no-knapsack')
 TIMING_SIZES = tuple(range(10, 101, 10))
 RATIO_PERIODS = (330, 1000)
 RATIO_DEADLINES = (0.8, 1.0)
@@ -71,7 +74,8 @@ ISSUE_POINTS = ((2, 0.8), (4, 1.6), (8, 2.4), (8, 3.2))
 ISSUE_PERIODS = (10, 20, 40, 50, 100)
 ISSUE_DEADLINES = (0.6, 1.0)
 ISSUE_BUDGET = 20_000
-ISSUE_CURVES = ('test', 'test+opa', 'job-level', 'exact', 'gave-up')
+ISSUE_CURVES = ('pooled', 'pooled+opa', 'test', 'test+opa', 'job-level', 'exact', 'gave-up',
+                'exact-not-refuted')
 # Validation work is dealt out in chunks with their own seeds: same numbers for any --jobs.
 CHUNK = 250
 
@@ -97,6 +101,10 @@ def ratio_point(args: tuple[int, float, int]) -> dict:
             counts[f'{rule.value}/no-miss-seen'] += all(
                 not any(simulate(tasks, TPUS, rule, releases, execution).misses)
                 for releases, execution in scenarios(tasks, rng))
+            pooled = bool(analyse_pooled(tasks, TPUS, rule))
+            counts[f'{rule.value}/pooled'] += pooled
+            counts[f'{rule.value}/pooled+opa'] += pooled or bool(
+                assign_priorities(tasks, TPUS, rule, test=PooledAnalysis).verdict)
             exact = bool(analyse(tasks, TPUS, rule))
             counts[f'{rule.value}/exact'] += exact
             counts[f'{rule.value}/exact+opa'] += exact or bool(
@@ -108,21 +116,26 @@ def ratio_point(args: tuple[int, float, int]) -> dict:
 
 
 def timing(sets_per_size: int, seed: int) -> dict:
-    """Median and worst milliseconds per verdict, on accepted sets, per size and rule."""
+    """Median and worst ms per verdict, on sets the baseline accepts, per test, size, rule."""
     rng = np.random.default_rng(seed)
     result = {}
     for rule in RULES:
         for size in TIMING_SIZES:
-            times = []
-            while len(times) < sets_per_size:
+            times: dict[str, list[float]] = {'baseline': [], 'pooled': []}
+            while len(times['baseline']) < sets_per_size:
                 tasks = random_task_set(rng, TPUS, size, 0.5, periods=(1000, 3000),
                                         deadline_ratio=(0.8, 1.0))
                 start = time.perf_counter()
                 verdict = analyse(tasks, TPUS, rule)
                 elapsed = time.perf_counter() - start
                 if verdict:
-                    times.append(1e3 * elapsed)
-            result[(rule.value, size)] = (float(np.median(times)), float(np.max(times)))
+                    times['baseline'].append(1e3 * elapsed)
+                    start = time.perf_counter()
+                    analyse_pooled(tasks, TPUS, rule)
+                    times['pooled'].append(1e3 * (time.perf_counter() - start))
+            for test, values in times.items():
+                result[(test, rule.value, size)] = (float(np.median(values)),
+                                                    float(np.max(values)))
     return result
 
 
@@ -157,13 +170,14 @@ def validation_chunk(args: tuple[int, int, str | None]) -> dict:
         tpus = int(rng.integers(2, 9))
         tasks = random_task_set(rng, tpus, int(rng.integers(2, 2 * tpus + 1)),
                                 rng.uniform(0.05, 0.8) * tpus)
-        verdict = analyse(tasks, tpus, rule)
         if mutant is not None:
-            if verdict:
+            if analyse(tasks, tpus, rule):
                 continue
             verdict = MUTANTS[mutant](tasks, tpus, rule).verdict()
-        elif not verdict:
-            assignment = assign_priorities(tasks, tpus, rule)
+        else:
+            verdict = analyse_pooled(tasks, tpus, rule)
+        if mutant is None and not verdict:
+            assignment = assign_priorities(tasks, tpus, rule, test=PooledAnalysis)
             verdict = assignment.verdict
             tasks = reorder(tasks, assignment.order)
             tally['opa_sets'] += bool(verdict)
@@ -224,24 +238,32 @@ def judge_set(tasks: tuple[GangTask, ...], tpus: int, rng: np.random.Generator,
     accepted: dict[str, bool] = {}
     checks = {'checked': 0, 'unsound': 0, 'exhaustive': 0, 'random': 0}
     verdicts = []
+    refuted = blocking_counterexample(tasks, tpus) is not None
     for rule in RULES:
         found = explore(tasks, tpus, rule, budget=budget)
-        verdict = analyse(tasks, tpus, rule)
-        accepted[f'{rule.value}/test'] = bool(verdict)
-        accepted[f'{rule.value}/test+opa'] = bool(verdict)
-        if verdict:
-            verdicts.append((tasks, rule, verdict.response_times, found))
-        else:
-            assignment = assign_priorities(tasks, tpus, rule)
-            if assignment.verdict:
-                accepted[f'{rule.value}/test+opa'] = True
-                verdicts.append((reorder(tasks, assignment.order), rule,
-                                 assignment.verdict.response_times, None))
+        # The pooled test and the baseline ('test'), in deadline-monotonic order and OPA's.
+        # A baseline verdict in the deadline-monotonic order needs no check of its own:
+        # the pooled test then accepts too, with bounds no larger.
+        for name, test in (('pooled', PooledAnalysis), ('test', GangAnalysis)):
+            verdict = test(tasks, tpus, rule).verdict()
+            accepted[f'{rule.value}/{name}'] = bool(verdict)
+            accepted[f'{rule.value}/{name}+opa'] = bool(verdict)
+            if verdict and name == 'pooled':
+                verdicts.append((tasks, rule, verdict.response_times, found))
+            elif not verdict:
+                assignment = assign_priorities(tasks, tpus, rule, test=test)
+                if assignment.verdict:
+                    accepted[f'{rule.value}/{name}+opa'] = True
+                    verdicts.append((reorder(tasks, assignment.order), rule,
+                                     assignment.verdict.response_times, None))
         # On synchronous periodic releases the job-level analysis is this very search
         # (its fallback, the sporadic test, is counted as 'test').
         accepted[f'{rule.value}/job-level'] = found.schedulable
         accepted[f'{rule.value}/exact'] = found.schedulable
         accepted[f'{rule.value}/gave-up'] = found.status == 'gave-up'
+        # An upper bound on any sound sporadic test in this order: schedulable in the
+        # synchronous search and no schedule of blocking alone misses.
+        accepted[f'{rule.value}/exact-not-refuted'] = found.schedulable and not refuted
     split = partition(tasks, tpus)
     accepted['partitioned'] = bool(split)
     for ordered, rule, bounds, found in verdicts:
@@ -256,7 +278,8 @@ def judge_set(tasks: tuple[GangTask, ...], tpus: int, rng: np.random.Generator,
         checks['checked'] += 1
         checks['unsound'] += not sound
         checks[method] += 1
-    sporadic = [accepted[f'{rule.value}/test+opa'] for rule in RULES] + [accepted['partitioned']]
+    sporadic = [accepted[f'{rule.value}/{name}+opa'] for rule in RULES
+                for name in ('pooled', 'test')] + [accepted['partitioned']]
     accepted['best-sporadic'] = any(sporadic)
     accepted['best'] = any(sporadic) or any(accepted[f'{rule.value}/job-level']
                                             for rule in RULES)
@@ -307,8 +330,14 @@ def report_issue(points: list[dict], varying: dict) -> dict:
     for p in points:
         tag = f'm{p["tpus"]}_u{round(10 * p["utilisation"])}'
         for rule in RULES:
-            keys[f'accept_{tag}_{rule.value}'] = p[f'{rule.value}/test'] / p['sets']
-            keys[f'accept_{tag}_{rule.value}_opa'] = p[f'{rule.value}/test+opa'] / p['sets']
+            # The shipped global test is the pooled one; the baseline keeps its own keys.
+            keys[f'accept_{tag}_{rule.value}'] = p[f'{rule.value}/pooled'] / p['sets']
+            keys[f'accept_{tag}_{rule.value}_opa'] = p[f'{rule.value}/pooled+opa'] / p['sets']
+            keys[f'accept_{tag}_{rule.value}_baseline'] = p[f'{rule.value}/test'] / p['sets']
+            keys[f'accept_{tag}_{rule.value}_baseline_opa'] = (p[f'{rule.value}/test+opa']
+                                                               / p['sets'])
+            keys[f'upper_{tag}_{rule.value}'] = (p[f'{rule.value}/exact-not-refuted']
+                                                 / p['sets'])
             keys[f'exact_{tag}_{rule.value}'] = p[f'{rule.value}/exact'] / p['sets']
             keys[f'gave_up_{tag}_{rule.value}'] = p[f'{rule.value}/gave-up'] / p['sets']
         keys[f'accept_{tag}_partitioned'] = p['partitioned'] / p['sets']
@@ -369,6 +398,10 @@ def report_ratios(ratios: list[dict]) -> dict:
         return (point[f'{rule.value}/exact'] - point[f'{rule.value}/no-knapsack']) / point['sets']
 
     half = next(p for p in ratios if p['utilisation'] == HALF_LOAD)
+
+    def pooled_gain(point: dict, rule: Dispatch) -> float:
+        return (point[f'{rule.value}/pooled'] - point[f'{rule.value}/exact']) / point['sets']
+
     keys = {'ratio_gain_vs_baseline_at_half_load':
             float(np.mean([gain(half, rule) for rule in RULES]))}
     for rule in RULES:
@@ -376,6 +409,9 @@ def report_ratios(ratios: list[dict]) -> dict:
         keys[f'ratio_gain_vs_baseline_at_half_load_{rule.value}'] = gain(half, rule)
         keys[f'ratio_gain_vs_baseline_peak_{rule.value}'] = gain(best, rule)
         keys[f'ratio_gain_vs_baseline_peak_{rule.value}_at_u'] = best['utilisation']
+        top = max(ratios, key=lambda point: pooled_gain(point, rule))
+        keys[f'ratio_gain_pooled_vs_baseline_peak_{rule.value}'] = pooled_gain(top, rule)
+        keys[f'ratio_gain_pooled_vs_baseline_peak_{rule.value}_at_u'] = top['utilisation']
         for curve in columns:
             keys[f'ratio_at_half_load_{rule.value}_{curve}'] = (
                 half[f'{rule.value}/{curve}'] / half['sets'])
@@ -448,15 +484,16 @@ def plot(path: str, ratios: list[dict], times: dict, configs: list[dict]) -> Non
                   label='necessary condition')
         axis.plot(utilisations, [p[f'{rule.value}/no-miss-seen'] / p['sets'] for p in ratios],
                   'k-', alpha=0.4, label='no miss seen in simulation')
-        for curve, style in zip(CURVES, ('-', '--', '-.', ':')):
+        for curve, style in zip(CURVES, ('-', '--', '-', '--', '-.', ':')):
             axis.plot(utilisations, [p[f'{rule.value}/{curve}'] / p['sets'] for p in ratios],
                       style, marker='.', label=curve)
         axis.set(title=f'{rule.value} dispatch, m = {TPUS}', xlabel='total TPU utilisation',
                  ylabel='accepted fraction', ylim=(-0.02, 1.02))
         axis.legend()
-    for rule in RULES:
-        axes[1][0].plot(TIMING_SIZES, [times[(rule.value, n)][0] for n in TIMING_SIZES],
-                        marker='o', label=f'{rule.value} (median)')
+    for test in ('pooled', 'baseline'):
+        for rule in RULES:
+            axes[1][0].plot(TIMING_SIZES, [times[(test, rule.value, n)][0] for n in TIMING_SIZES],
+                            marker='o', label=f'{test}, {rule.value} (median)')
     axes[1][0].axhline(100, color='grey', linestyle=':', label='target 100 ms')
     axes[1][0].set(title='analysis time, accepted sets, m = 8', xlabel='tasks', ylabel='ms')
     axes[1][0].legend()
@@ -485,7 +522,8 @@ def plot_issue(path: str, points: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     labels = [f'm={p["tpus"]}\nU={p["utilisation"]}' for p in points]
-    curves = [f'{rule.value}/{curve}' for rule in RULES for curve in ('test', 'test+opa', 'exact')]
+    curves = [f'{rule.value}/{curve}' for rule in RULES
+              for curve in ('test', 'pooled', 'pooled+opa', 'exact-not-refuted', 'exact')]
     curves += ['partitioned', 'best-sporadic', 'best']
     figure, axis = plt.subplots(figsize=(12, 5))
     width = 0.8 / len(curves)
@@ -494,8 +532,8 @@ def plot_issue(path: str, points: list[dict]) -> None:
                  [p.get(curve, 0) / p['sets'] for p in points], width, label=curve)
     axis.set_xticks(np.arange(len(points)), labels)
     axis.set(ylabel='accepted fraction', ylim=(0, 1.05),
-             title='issue 15 population: global test (baseline), partitioned, exhaustive '
-                   '(synchronous periodic = job-level), best of shipped')
+             title='issue 15 population: global tests (baseline, pooled), upper bound for '
+                   'sporadic, exhaustive (synchronous periodic = job-level), best of shipped')
     axis.legend(ncol=3, fontsize='small')
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -532,10 +570,11 @@ def main() -> int:
     began = time.perf_counter()
 
     times = timing(args.timing_sets, args.seed)
-    print(format_table(['rule', *map(str, TIMING_SIZES)],
-                       [[f'{rule.value} median/max ms',
-                         *(f'{times[(rule.value, n)][0]:.1f}/{times[(rule.value, n)][1]:.1f}'
-                           for n in TIMING_SIZES)] for rule in RULES]))
+    print(format_table(['test, rule', *map(str, TIMING_SIZES)],
+                       [[f'{test} {rule.value} median/max ms',
+                         *(f'{times[(test, rule.value, n)][0]:.1f}/'
+                           f'{times[(test, rule.value, n)][1]:.1f}' for n in TIMING_SIZES)]
+                        for test in ('pooled', 'baseline') for rule in RULES]))
 
     def chunks(total: int, offset: int,
                mutant: str | None) -> list[tuple[int, int, str | None]]:
@@ -567,7 +606,10 @@ def main() -> int:
         'validated_sets': checked['sets'],
         'misses_on_accepted': checked['missed_sets'],
         'overruns_on_accepted': checked['overrun_sets'],
-        'analysis_ms_100_tasks': max(times[(rule.value, 100)][0] for rule in RULES),
+        # The shipped global test (pooled); the baseline's beside it.
+        'analysis_ms_100_tasks': max(times[('pooled', rule.value, 100)][0] for rule in RULES),
+        'analysis_ms_100_tasks_baseline': max(times[('baseline', rule.value, 100)][0]
+                                              for rule in RULES),
     }
     ratio_keys = report_ratios(ratios)
     validation_keys = report_validation(checked, mutants)
@@ -576,7 +618,8 @@ def main() -> int:
     results = {**summary, **issue_keys, **ratio_keys, **validation_keys, **config_keys,
                'bench_seconds': time.perf_counter() - began, 'ratios': ratios,
                'issue_points': points,
-               'analysis_ms': {f'{rule}/{size}': value for (rule, size), value in times.items()}}
+               'analysis_ms': {f'{test}/{rule}/{size}': value
+                               for (test, rule, size), value in times.items()}}
     print()
     print(f'validated_sets={results["validated_sets"]} '
           f'misses_on_accepted={results["misses_on_accepted"]} '

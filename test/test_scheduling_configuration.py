@@ -3,8 +3,8 @@
 import itertools
 
 from dyn_perception.runtime.scheduling import (
-    analyse, assign_priorities, choose_exact, choose_heuristic, deadline_monotonic, Dispatch,
-    InvalidStreamError, Option, partition, Stream)
+    analyse_pooled, assign_priorities, choose_exact, choose_heuristic, deadline_monotonic,
+    Dispatch, InvalidStreamError, Option, partition, PooledAnalysis, Stream)
 from dyn_perception.runtime.scheduling.generators import random_streams
 from dyn_perception.runtime.scheduling.priority import reorder
 import numpy as np
@@ -25,7 +25,7 @@ def brute_force(streams, tpus, rule, with_partitioning=False):
     best = None
     for picks in itertools.product(*(stream.admissible(tpus) for stream in streams)):
         tasks = [stream.task(option.width, option.wcet) for stream, option in zip(streams, picks)]
-        if assign_priorities(tasks, tpus, rule).verdict or (
+        if assign_priorities(tasks, tpus, rule, test=PooledAnalysis).verdict or (
                 with_partitioning and partitioned_accepts(tasks, tpus)):
             rate = sum(stream.energy_rate(option) for stream, option in zip(streams, picks))
             best = rate if best is None else min(best, rate)
@@ -46,8 +46,8 @@ def check_configuration(streams, tpus, rule, configuration):
         assert sorted(i for part in configuration.partitions for i in part.tasks) == \
             list(range(len(streams)))
         return
-    assert configuration.analysis == 'global'
-    verdict = analyse(reorder(tasks, configuration.priorities), tpus, rule)
+    assert configuration.analysis == 'global' and configuration.test == 'pooled'
+    verdict = analyse_pooled(reorder(tasks, configuration.priorities), tpus, rule)
     assert verdict
     assert verdict.response_times == tuple(configuration.response_times[i]
                                            for i in configuration.priorities)

@@ -1,6 +1,7 @@
 """The exhaustive checker: anomalies at early completions, agreement with the simulator."""
 
-from dyn_perception.runtime.scheduling import analyse, Dispatch, GangTask, simulate
+from dyn_perception.runtime.scheduling import (
+    analyse, analyse_pooled, Dispatch, GangTask, simulate, validate)
 from dyn_perception.runtime.scheduling.exhaustive import explore, InvalidReleaseModelError
 from dyn_perception.runtime.scheduling.generators import random_task_set
 from dyn_perception.runtime.scheduling.joblevel import job_level_analysis
@@ -117,7 +118,39 @@ def test_job_level_analysis_decides_or_falls_back():
     # Too long a hyperperiod: the sporadic test decides, and says so.
     slow = job_level_analysis(tasks, 1, Dispatch.STRICT, max_hyperperiod=10)
     assert slow.method == 'sporadic' and 'hyperperiod 35 > 10' in slow.reason
-    assert slow.schedulable == bool(analyse(tasks, 1, Dispatch.STRICT))
+    assert slow.schedulable == bool(analyse_pooled(tasks, 1, Dispatch.STRICT))
     # Out of budget: the same, with the jitter taken off the separation.
     jittered = job_level_analysis(tasks, 1, Dispatch.STRICT, jitter=[0, 0, 0], budget=3)
     assert jittered.method == 'sporadic' and 'budget' in jittered.reason
+
+
+@pytest.mark.parametrize('rule', list(Dispatch))
+def test_job_level_verdicts_hold_under_random_jitter(rule):
+    # Periodic streams with per-job release jitter: whatever decides (the exact search or
+    # the sporadic fallback with separation T - J), random runs with jitter drawn per job
+    # and execution times in [1, C] never miss nor exceed the bounds.
+    rng = np.random.default_rng(21)
+    decided = {'job-level': 0, 'sporadic': 0}
+    while min(decided.values()) < 5:
+        tpus = int(rng.choice([2, 4]))
+        tasks = random_task_set(rng, tpus, int(rng.integers(2, 2 * tpus + 1)),
+                                rng.uniform(0.2, 0.5) * tpus, deadline_ratio=(0.6, 0.9),
+                                period_choices=(10, 20, 40))
+        jitter = [int(rng.integers(0, task.period - task.deadline + 1)) for task in tasks]
+        # A small budget sends some sets to the fallback.
+        verdict = job_level_analysis(tasks, tpus, rule, jitter=jitter,
+                                     budget=int(rng.choice([300, 50_000])))
+        if not verdict:
+            continue
+        decided[verdict.method] += 1
+        assert validate(tasks, tpus, rule, verdict.response_times, rng, jitter=jitter).sound
+
+
+def test_jittered_runs_find_a_jitter_miss():
+    # a released up to 2 ticks late finds b (released on time) running: 2 + 3 > D = 3.
+    tasks = [GangTask(3, 3, 10, 1, 'a'), GangTask(3, 7, 10, 1, 'b')]
+    assert job_level_analysis(tasks, 1, Dispatch.STRICT).schedulable
+    assert not job_level_analysis(tasks, 1, Dispatch.STRICT, jitter=[2, 0]).schedulable
+    outcome = validate(tasks, 1, Dispatch.STRICT, (3, 6), np.random.default_rng(3),
+                       jitter=[2, 0])
+    assert outcome.misses > 0

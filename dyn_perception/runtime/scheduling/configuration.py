@@ -7,7 +7,9 @@ has C <= D.  A configuration picks one admissible option per stream; its cost is
 energy rate sum_i E_i / T_i; it is feasible if one of the analyses allowed accepts it, tried
 in this order and recorded in `Configuration.analysis`:
 - 'global': some priority order passes the global test (`assign_priorities`: OPA, else
-  deadline-monotonic);
+  deadline-monotonic); the test is `GLOBAL_TEST`, the pooled one, which accepts every
+  set the baseline accepts (so the baseline is never tried), recorded in
+  `Configuration.test`;
 - 'partitioned': strict partitioning (`partitioned.partition`, deadline-monotonic within);
 - 'job-level': the exact search of synchronous periodic releases (`joblevel`), only if
   asked for, since it is valid only where the dispatcher enforces those release instants.
@@ -28,7 +30,7 @@ rejected can be pruned with everything below it.
 - `choose_heuristic`: greedy repair, then descent.  Start from the cheapest option of
   every stream (and if the repair gets stuck, once more from the fastest).  While the
   test rejects, make the single-stream change that reduces the lateness
-  (`GangAnalysis.lateness`: how far past their deadlines the bounds of the
+  (`lateness` of the global test: how far past their deadlines the bounds of the
   deadline-monotonic order overshoot) at the least extra energy per unit of lateness
   removed; give up when no change reduces it.  Then, while some stream can move to a
   cheaper option and stay accepted, take the largest such saving.  Each step costs
@@ -41,10 +43,10 @@ from dataclasses import dataclass
 import math
 from typing import Sequence
 
-from .analysis import GangAnalysis
 from .joblevel import job_level_analysis
 from .knapsack import Knapsack
 from .partitioned import Partition, partition
+from .pooled import PooledAnalysis
 from .priority import assign_priorities, deadline_monotonic, reorder
 from .tasks import Dispatch, GangTask, SchedulingError
 
@@ -56,6 +58,8 @@ class InvalidStreamError(SchedulingError):
 ANALYSES = ('global', 'partitioned', 'job-level')
 # Job-level needs enforced synchronous releases: opt in.
 DEFAULT_ANALYSES = ('global', 'partitioned')
+# The global test behind 'global': the pooled test dominates the baseline.
+GLOBAL_TEST = PooledAnalysis
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ class Configuration:
     analysis: str = 'global'
     # For 'partitioned': the partitions, their `tasks` as stream indices.
     partitions: tuple[Partition, ...] = ()
+    # For 'global': which global test ('pooled'; 'baseline' is never needed).
+    test: str = ''
 
 
 @dataclass(frozen=True)
@@ -192,14 +198,16 @@ class _Problem:
                 tuple(by_stream[i] for i in indices),
                 sum(self.streams[i].energy_rate(picks[i]) for i in indices), name,
                 tuple(Partition(part.tpus, tuple(indices[t] for t in part.tasks),
-                                part.response_times) for part in partitions))
+                                part.response_times) for part in partitions),
+                'pooled' if name == 'global' else '')
         return None
 
     def _accepts(self, name: str, tasks: list[GangTask]
                  ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Partition, ...]] | None:
         """Priority order (positions in `tasks`), bounds in that order, partitions; or None."""
         if name == 'global':
-            assignment = assign_priorities(tasks, self.tpus, self.rule, self.knapsack)
+            assignment = assign_priorities(tasks, self.tpus, self.rule, self.knapsack,
+                                           GLOBAL_TEST)
             if not assignment.verdict:
                 return None
             return assignment.order, assignment.verdict.response_times, ()
@@ -222,7 +230,7 @@ class _Problem:
         self.analyses += 1
         tasks = [self.streams[i].task(option.width, option.wcet) for i, option in picks.items()]
         ordered = reorder(tasks, deadline_monotonic(tasks))
-        return GangAnalysis(ordered, self.tpus, self.rule, self.knapsack).lateness(self.overrun)
+        return GLOBAL_TEST(ordered, self.tpus, self.rule, self.knapsack).lateness(self.overrun)
 
     def cost(self, picks: dict[int, Option]) -> float:
         """Energy rate of the picked options."""

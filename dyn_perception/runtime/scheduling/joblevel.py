@@ -17,9 +17,9 @@ period's uncertainty or use the sporadic test.
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from .analysis import analyse
 from .exhaustive import (check_release_model, DEFAULT_BUDGET, DEFAULT_MAX_HYPERPERIOD,
                          Exploration, explore)
+from .pooled import analyse_pooled
 from .tasks import check_task_set, Dispatch, GangTask
 
 
@@ -52,7 +52,7 @@ def job_level_analysis(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
     if found.status == 'miss':
         return JobLevelVerdict(False, 'job-level', (), f'unschedulable: {found.reason}', found)
     separated = [replace(task, period=task.period - j) for task, j in zip(tasks, spread)]
-    verdict = analyse(separated, tpus, rule)
+    verdict = analyse_pooled(separated, tpus, rule)
     reason = f'{found.reason}; fell back to the sporadic test'
     if not verdict:
         reason += f': {verdict.reason}'

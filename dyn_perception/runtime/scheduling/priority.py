@@ -11,12 +11,16 @@ its workload term for at most one knapsack item worth no more (min(C - 1, y) <= 
 keeps the same workload term under bypass if it is narrower, and under strict the busy
 count B_k can only shrink as the set above grows.  The test with response times is at
 least as tight for any fixed order, so whatever OPA returns is also accepted by it.
+Both take the test as a class (`GangAnalysis`, the baseline, or `PooledAnalysis`); the
+pooled test keeps (1) and (2) except for its extended window under bypass, where OPA
+stays sound (the returned order is checked by the response-time test) but may miss an
+order.
 """
 
 from dataclasses import dataclass
 from typing import Sequence
 
-from .analysis import analyse, GangAnalysis, Verdict
+from .analysis import GangAnalysis, Verdict
 from .knapsack import Knapsack
 from .tasks import Dispatch, GangTask
 
@@ -42,9 +46,10 @@ def reorder(tasks: Sequence[GangTask], order: Sequence[int]) -> tuple[GangTask, 
 
 
 def audsley(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
-            knapsack: Knapsack = Knapsack.EXACT) -> tuple[int, ...] | None:
+            knapsack: Knapsack = Knapsack.EXACT,
+            test: type[GangAnalysis] = GangAnalysis) -> tuple[int, ...] | None:
     """Find an order the deadline-based test accepts if one exists, else return None."""
-    analysis = GangAnalysis(tasks, tpus, rule, knapsack)
+    analysis = test(tasks, tpus, rule, knapsack)
     # Trying long deadlines first for the low levels keeps OPA close to deadline-monotonic
     # when several tasks fit a level; any choice is optimal.
     unassigned = list(reversed(deadline_monotonic(tasks)))
@@ -62,15 +67,17 @@ def audsley(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
 
 
 def assign_priorities(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
-                      knapsack: Knapsack = Knapsack.EXACT) -> PriorityAssignment:
+                      knapsack: Knapsack = Knapsack.EXACT,
+                      test: type[GangAnalysis] = GangAnalysis) -> PriorityAssignment:
     """
     OPA where it succeeds, else deadline-monotonic with the response-time test.
 
     OPA is optimal only for the deadline-based test; the response-time test can still
     accept a deadline-monotonic order that no order passes with deadlines.
     """
-    order = audsley(tasks, tpus, rule, knapsack)
+    order = audsley(tasks, tpus, rule, knapsack, test)
     method = 'opa'
     if order is None:
         order, method = deadline_monotonic(tasks), 'deadline-monotonic'
-    return PriorityAssignment(order, method, analyse(reorder(tasks, order), tpus, rule, knapsack))
+    return PriorityAssignment(order, method,
+                              test(reorder(tasks, order), tpus, rule, knapsack).verdict())

@@ -8,7 +8,7 @@ gangs have timing anomalies (a job that finishes early lets a wide job start, wh
 higher-priority one), so the random runs also shorten execution times and delay releases.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -45,13 +45,24 @@ class Validation:
 
 
 def scenarios(tasks: Sequence[GangTask], rng: np.random.Generator,
-              random_runs: int = RANDOM_RUNS) -> Iterator[Schedule]:
-    """Yield a synchronous periodic run at the WCET, then sporadic runs (releases, times)."""
+              random_runs: int = RANDOM_RUNS,
+              jitter: Sequence[int] | None = None) -> Iterator[Schedule]:
+    """
+    Yield a synchronous periodic run at the WCET, then random runs (releases, times).
+
+    Without `jitter` the random runs are sporadic; with it (J_i per task) they are periodic
+    streams whose job k of task i is released at k T_i + j, j drawn per job in [0, J_i]:
+    the release model of `job_level_analysis`, whose jobs come T_i - J_i apart at least.
+    """
     horizon = HORIZON_PERIODS * max(task.period for task in tasks)
     yield ([list(range(0, horizon, task.period)) for task in tasks],
            [[task.wcet] * len(range(0, horizon, task.period)) for task in tasks])
     for run in range(random_runs):
-        releases = [_sporadic(task, horizon, rng) for task in tasks]
+        if jitter is None:
+            releases = [_sporadic(task, horizon, rng) for task in tasks]
+        else:
+            releases = [_jittered(task, spread, horizon, rng)
+                        for task, spread in zip(tasks, jitter)]
         # The first random run keeps the WCET: early completions help some sets, hurt others.
         execution = [[task.wcet] * len(times) if run == 0 else _execution(task, len(times), rng)
                      for task, times in zip(tasks, releases)]
@@ -59,12 +70,16 @@ def scenarios(tasks: Sequence[GangTask], rng: np.random.Generator,
 
 
 def validate(tasks: Sequence[GangTask], tpus: int, rule: Dispatch, bounds: Sequence[int],
-             rng: np.random.Generator, random_runs: int = RANDOM_RUNS) -> Validation:
-    """Simulate every scenario and compare the worst responses with `bounds`."""
+             rng: np.random.Generator, random_runs: int = RANDOM_RUNS,
+             jitter: Sequence[int] | None = None) -> Validation:
+    """Simulate every scenario (`scenarios`) and compare the worst responses with `bounds`."""
     runs = jobs = misses = 0
     observed = np.zeros(len(tasks), dtype=np.int64)
-    for releases, execution in scenarios(tasks, rng, random_runs):
-        result = simulate(tasks, tpus, rule, releases, execution)
+    # The simulator checks separations against the period: with jitter, T - J.
+    simulated = tasks if jitter is None else [
+        replace(task, period=task.period - spread) for task, spread in zip(tasks, jitter)]
+    for releases, execution in scenarios(tasks, rng, random_runs, jitter):
+        result = simulate(simulated, tpus, rule, releases, execution)
         observed = np.maximum(observed, result.worst_response)
         runs += 1
         jobs += result.jobs
@@ -72,6 +87,44 @@ def validate(tasks: Sequence[GangTask], tpus: int, rule: Dispatch, bounds: Seque
     limit = np.asarray(bounds)
     return Validation(runs, jobs, misses, int(np.sum(observed > limit)),
                       tuple((observed / limit).tolist()))
+
+
+def blocking_counterexample(tasks: Sequence[GangTask], tpus: int) -> Schedule | None:
+    """
+    Find a sporadic schedule in which some task misses through blocking alone, if any.
+
+    For each task k: lower-priority jobs that run past J's latest start if they start one
+    tick before its release (C_j >= D_k - C_k + 2), started together at time 0 on an
+    otherwise idle platform, leave fewer than m_k TPUs idle during [1, D_k - C_k + 2) if
+    their widths sum to more than m - m_k (and to at most m, so that they all start).
+    J, released at 1, then completes after its deadline under either rule.  Found by a
+    subset sum over those widths; every other task releases nothing.  A set with such a
+    schedule is unschedulable as a sporadic set whatever test accepts it: the benchmark
+    counts these as an upper bound on any sound sporadic test.
+    """
+    for k, task in enumerate(tasks):
+        late = [j for j in range(k + 1, len(tasks))
+                if tasks[j].wcet >= task.deadline - task.wcet + 2]
+        # reach[w]: some subset of `late` has widths summing to exactly w (None: none).
+        reach: list[tuple[int, ...] | None] = [()] + [None] * tpus
+        for j in late:
+            for total in range(tpus, tasks[j].width - 1, -1):
+                below = reach[total - tasks[j].width]
+                if reach[total] is None and below is not None:
+                    reach[total] = below + (j,)
+        chosen = next((reach[w] for w in range(tpus - task.width + 1, tpus + 1)
+                       if reach[w] is not None), None)
+        if chosen is not None:
+            releases = [[0] if i in chosen else [1] if i == k else [] for i in range(len(tasks))]
+            execution = [[t.wcet] * len(times) for t, times in zip(tasks, releases)]
+            return releases, execution
+    return None
+
+
+def _jittered(task: GangTask, spread: int, horizon: int, rng: np.random.Generator) -> list[int]:
+    """Release job k at k T + j, j uniform in [0, spread] per job."""
+    nominal = np.arange(0, horizon, task.period)
+    return (nominal + rng.integers(0, spread + 1, len(nominal))).tolist()
 
 
 def _sporadic(task: GangTask, horizon: int, rng: np.random.Generator) -> list[int]:
