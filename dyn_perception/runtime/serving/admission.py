@@ -19,14 +19,16 @@ overshoots most with every stream at its fastest option (deadline-monotonic orde
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 import math
 from typing import Optional, Sequence
 
 from dyn_perception.runtime.devices.base import Device, SegmentRef
 from dyn_perception.runtime.scheduling import (
-    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangAnalysis,
-    GangTask, np_fp_response_times, Option, Stream
+    analyse, choose_exact, choose_heuristic, Dispatch, GangAnalysis, GangTask,
+    np_fp_response_times, Option, Stream
 )
+from dyn_perception.runtime.scheduling.partitioned import partition_priorities
 from dyn_perception.runtime.scheduling.priority import deadline_monotonic, reorder
 from dyn_perception.runtime.serving.dispatcher import Lane
 from dyn_perception.runtime.serving.plans import (
@@ -92,6 +94,8 @@ class Planner:
         self.modes = tuple(modes)
         self.exact = exact
         self._plans: dict[tuple, GangPlan] = {}
+        # Partition verdicts of the partitioned admission running now, by members' options.
+        self._verdicts: dict[tuple, object] = {}
 
     # -- options ---------------------------------------------------------------------------
 
@@ -121,7 +125,7 @@ class Planner:
                 widths: Optional[Sequence[int]] = None,
                 points=None) -> tuple[list[Option], dict[tuple[str, int], GangPlan]]:
         """
-        List the admissible options of a stream in ``mode`` and the plans behind them.
+        List the useful admissible options of a stream in ``mode`` and the plans behind them.
 
         ``points`` and ``widths`` restrict the choice (baselines); None allows everything.
         """
@@ -162,7 +166,9 @@ class Planner:
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
         search = choose_exact if self.exact else choose_heuristic
-        selection = search(tasks, self.tpus, self.rule)
+        # Only the global test: the dispatcher runs these bounds globally, so a set that
+        # only strict partitioning accepts must not be admitted here.
+        selection = search(tasks, self.tpus, self.rule, analyses=('global',))
         if selection.configuration is None:
             raise ServingError(self._overshoot(streams, tasks, mode))
         config = selection.configuration
@@ -201,6 +207,7 @@ class Planner:
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
+        self._verdicts = {}
         parts = self._pack(streams, built, tasks, mode, lambda o: o.energy_per_job)
         if isinstance(parts, str):
             # Cheapest first can strand TPUs; least TPU demand first packs tighter.
@@ -246,7 +253,17 @@ class Planner:
 
     def _partition(self, streams, built, tasks, members: dict[int, Option]):
         """Plans, tasks and verdict of one partition's members, or None when rejected."""
+        key = tuple(sorted((i, o.variant, o.width) for i, o in members.items()))
+        if key not in self._verdicts:
+            self._verdicts[key] = self._check_partition(built, tasks, members)
+        return self._verdicts[key]
+
+    def _check_partition(self, built, tasks, members: dict[int, Option]):
         width = _width(members)
+        # Necessary: a partition is one processor, its utilisation at the members' C alone
+        # (co-residence only adds streaming) cannot exceed 1; skips planning the unions.
+        if sum(Fraction(o.wcet, tasks[i].period) for i, o in members.items()) > 1:
+            return None
         order = sorted(members, key=lambda i: (tasks[i].deadline, tasks[i].period, i))
         points = {i: built[i][1][members[i].variant, width].point for i in order}
         alone = {i: built[i][1][members[i].variant, width] for i in order}
@@ -257,29 +274,15 @@ class Planner:
         if any(c > tasks[i].deadline for c, i in zip(wcets, order)):
             return None
         gang_tasks = [tasks[i].task(width, c) for c, i in zip(wcets, order)]
-        ranking = self._partition_order(gang_tasks, width)
-        if ranking is None:
+        # A partition runs one job at a time on all its devices: non-preemptive fixed
+        # priority on one processor. Deadline-monotonic order first, then Audsley's OPA,
+        # optimal for that exact busy-period analysis (issue 15), which accepts whatever
+        # the gang test on `width` TPUs accepts (test_partition_check_...).
+        positions, verdict = partition_priorities(gang_tasks)
+        if not verdict:
             return None
-        positions, responses = ranking
         return ([order[j] for j in positions], plans, unions,
-                [gang_tasks[j] for j in positions], responses)
-
-    def _partition_order(self, tasks: Sequence[GangTask], width: int):
-        """
-        Priority order and bounds of one partition's tasks, or None.
-
-        A partition runs one job at a time on all its devices: non-preemptive fixed priority
-        on one processor, for which ``np_fp_response_times`` (issue 15, exact busy-period
-        analysis) is tight; deadline-monotonic order first, then the gang test on ``width``
-        TPUs with OPA (also sound here: every task has the partition's width).
-        """
-        verdict = np_fp_response_times(tasks)
-        if verdict.schedulable:
-            return tuple(range(len(tasks))), verdict.response_times
-        assignment = assign_priorities(tasks, width, self.rule)
-        if not assignment.verdict:
-            return None
-        return assignment.order, assignment.verdict.response_times
+                [gang_tasks[j] for j in positions], verdict.response_times)
 
     def _partitioned(self, streams, built, tasks, parts, mode: str) -> Admitted:
         lanes, plans, bounds, gang_tasks = [], {}, {}, []
@@ -411,16 +414,21 @@ def _groups(admitted: Admitted) -> dict[tuple[int, ...], list[int]]:
 
 
 def _undominated(options: Sequence[Option]) -> list[Option]:
-    """Drop options another of the same width beats on time, energy and accuracy at once."""
-    kept = []
-    for option in options:
-        beaten = any(other is not option and other.width == option.width
-                     and other.wcet <= option.wcet
-                     and other.energy_per_job <= option.energy_per_job
-                     and other.accuracy >= option.accuracy
-                     and (other.wcet, other.energy_per_job, -other.accuracy)
-                     < (option.wcet, option.energy_per_job, -option.accuracy)
-                     for other in options)
-        if not beaten:
+    """
+    Drop options another of the same width makes useless: no slower and no dearer.
+
+    Every option listed keeps the floor and the searches minimise energy, so accuracy above
+    the floor decides nothing; the search loses nothing as long as the test does not reject
+    a set for a shorter C (checked against the exhaustive search:
+    test_pruned_options_keep_the_exhaustive_choice). Across widths this does not hold: a
+    narrower, faster, cheaper option can fail the gang test where a wider one passes (that
+    test finds such sets), and a wider option may join a partition a narrower one cannot.
+    Of exact ties the most accurate is kept.
+    """
+    ranked = sorted(options, key=lambda o: (o.width, o.wcet, o.energy_per_job, -o.accuracy))
+    kept: list[Option] = []
+    for option in ranked:
+        if not any(other.width == option.width and other.wcet <= option.wcet
+                   and other.energy_per_job <= option.energy_per_job for other in kept):
             kept.append(option)
     return kept
