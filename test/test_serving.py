@@ -332,3 +332,24 @@ def test_partition_check_accepts_whatever_the_gang_test_accepts():
                 gang += 1
                 assert partition_priorities(tasks)[1]
     assert gang > 100
+
+
+@pytest.mark.parametrize('dispatch', ['global', 'partitioned'])
+def test_a_set_over_the_pool_even_at_least_demand_is_refused_before_any_search(dispatch):
+    server = StreamServer(streams(dispatch, tpus=2), modelled(2), mode='performance',
+                          modes=MODES)
+    planner, served = server.planner, list(server.served)
+    admit = planner.admit_partitioned if dispatch == 'partitioned' else planner.admit_global
+    fast = [replace(s, spec=replace(s.spec, name=f'{s.spec.name}{i}', period_s=0.004,
+                                    deadline_s=0.004))
+            for i in range(2) for s in served[:1]]
+    with pytest.raises(ServingError) as refused:
+        admit(served + fast + fast[:1], 'performance')
+    message = str(refused.value)
+    assert 'TPUs of 2' in message and 'too many' in message
+    assert message.startswith('stream front')
+    # The check is necessary only: a set within the pool's demand goes on to the search.
+    try:
+        admit(served + fast[:1], 'performance')
+    except ServingError as error:
+        assert 'too many' not in str(error)

@@ -4,16 +4,19 @@ Admission: which variant, thresholds and gang width each stream runs, and whethe
 A stream becomes a ``scheduling.Stream`` in ticks: T = floor(T / tick), D = floor(D / tick) - 1
 (the latching tick), and one ``Option`` per (model point, width) whose point keeps the stream's
 floor in the current mode, with C = ceil(WCET / tick) from its ``GangPlan`` and the expected
-energy per job at the point's exit rates. Dominated options (same width, no faster, no cheaper,
-no more accurate) are dropped before the search.
+energy per job at the point's exit rates. Dominated options (same width, no faster and no
+cheaper) are dropped before the search.
 
-Global dispatch: ``scheduling.choose_heuristic`` (or ``choose_exact``) on the options planned
-``resident`` when every segment the configuration runs fits one device's cache together, else
-on options planned ``swap`` (the worst swap in C). Partitioned dispatch: ``partitioned``.
+Global dispatch: ``scheduling.choose_heuristic`` (or ``choose_exact``) with the global test
+only, on the options planned ``resident`` when every segment the configuration runs fits one
+device's cache together, else on options planned ``swap`` (the worst swap in C). Partitioned
+dispatch: ``admit_partitioned``.
 
 Rejections say which stream and by how much: a floor above every point's accuracy, a stream
-whose fastest option cannot meet its deadline alone, or, for a set, the stream whose bound
-overshoots most with every stream at its fastest option (deadline-monotonic order).
+whose fastest option cannot meet its deadline alone, a set whose TPU demand exceeds the pool
+even at every stream's least-demand option (checked before any search), or, for a set, the
+stream whose bound overshoots most with every stream at its fastest option
+(deadline-monotonic order).
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ class Planner:
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
+        self._check_demand(streams, tasks, mode)
         search = choose_exact if self.exact else choose_heuristic
         # Only the global test: the dispatcher runs these bounds globally, so a set that
         # only strict partitioning accepts must not be admitted here.
@@ -199,7 +203,8 @@ class Planner:
         partition is checked with the segment times of those co-resident stages.  If that
         strands a stream, the packing is tried once more with options in order of least TPU
         demand (width x C).  Then each stream in turn moves to a cheaper option of its
-        partition's width where that passes.
+        partition's width where that passes.  A partition's verdict is memoised for the
+        admission: the packings and the descent ask for the same member sets again.
         """
         for served in streams:
             self.floor_check(served, mode)
@@ -207,6 +212,7 @@ class Planner:
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
+        self._check_demand(streams, tasks, mode)
         self._verdicts = {}
         parts = self._pack(streams, built, tasks, mode, lambda o: o.energy_per_job)
         if isinstance(parts, str):
@@ -364,6 +370,26 @@ class Planner:
                 f'{fastest.width} TPUs) needs {fastest.wcet * self.tick_s * 1e3:.2f} ms, over '
                 f'its deadline less one tick ({task.deadline * self.tick_s * 1e3:.2f} ms) by '
                 f'{(fastest.wcet - task.deadline) * self.tick_s * 1e3:.2f} ms')
+
+    def _check_demand(self, streams: Sequence[Served], tasks: Sequence[Stream], mode: str) -> None:
+        """
+        Refuse a set whose TPU demand exceeds the pool even at every stream's least demand.
+
+        Necessary for both dispatches (the global search refuses any configuration above
+        the pool, partitions hold at most their width in demand), so it changes no verdict;
+        it only spares the searches. Names the stream of the largest least demand.
+        """
+        least = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
+                 for t in tasks]
+        total = sum(least)
+        if total <= self.tpus:
+            return
+        worst = max(range(len(tasks)), key=least.__getitem__)
+        raise ServingError(
+            f'stream {streams[worst].spec.name}: the {len(streams)} streams cannot all be '
+            f'admitted in mode {mode}; even at their least-demand options they need '
+            f'{total:.2f} TPUs of {self.tpus}, {total - self.tpus:.2f} too many (this stream '
+            f'alone {least[worst]:.2f})')
 
     def _overshoot(self, streams: Sequence[Served], tasks: Sequence[Stream], mode: str) -> str:
         """Name the stream whose bound overshoots most at the fastest options, and by how much."""
