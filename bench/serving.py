@@ -326,6 +326,9 @@ def main(argv=None) -> int:
     # Per load level: sets, streams, and sets admitted by each search.
     levels = {u: {'sets': 0, 'streams': 0, 'partitioned': 0, 'global': 0, 'global_tried': 0,
                   **{f'width{w}': 0 for w in baseline}} for u in LOADS}
+    # Sets some fixed width admits and the search refuses (its greedy is not exhaustive), and
+    # the sets tried globally that partitioned dispatch admits.
+    fixed_only = partitioned_of_global = 0
     admission_s = {'partitioned': 0.0, 'global': 0.0}
     for index in tqdm(range(sets), desc='stream sets', mininterval=2.0):
         level = LOADS[index % len(LOADS)]
@@ -337,11 +340,13 @@ def main(argv=None) -> int:
         bases = {s.spec.name: [p for p in s.model.points
                                if p.variant.name == s.model.manifest.default_variant]
                  for s in served}
+        fixed_any = False
         for width in baseline:
             fixed = admits(planner, 'partitioned', served, mode, points=bases,
                            widths={s.spec.name: [width] for s in served})
             baseline[width] += fixed
             row[f'width{width}'] += fixed
+            fixed_any |= fixed
         points, widths = designer_limits(planner, served, mode)
         for dispatch, record in stats.items():
             # Global admission is the costly search: every GLOBAL_EVERY-th set only.
@@ -353,8 +358,10 @@ def main(argv=None) -> int:
             admitted = admits(planner, dispatch, served, mode)
             admission_s[dispatch] += time.perf_counter() - clock
             if not admitted:
+                fixed_only += dispatch == 'partitioned' and fixed_any
                 continue
             row[dispatch] += 1
+            partitioned_of_global += dispatch == 'partitioned' and not index % GLOBAL_EVERY
             rows, energy = simulate(planner, dispatch, streams, mode, change, args.seconds, rng,
                                     traces)
             record['admitted'] += 1
@@ -390,8 +397,10 @@ def main(argv=None) -> int:
         'serving_admitted_fraction_by_load': {str(u): f for u, f in fraction.items()},
         'serving_fixed_admitted_fraction_by_load': {str(u): f for u, f in fixed_fraction.items()},
         'serving_by_load': {str(u): row for u, row in levels.items()},
+        'serving_sets_fixed_only': fixed_only,
         'serving_admitted_sets_global': glob['admitted'],
         'serving_tried_sets_global': glob['tried'],
+        'serving_admitted_sets_partitioned_of_global': partitioned_of_global,
         'serving_admission_seconds_per_set_partitioned':
             admission_s['partitioned'] / max(1, part['tried']),
         'serving_admission_seconds_per_set_global': admission_s['global'] / max(1, glob['tried']),
@@ -421,6 +430,9 @@ def main(argv=None) -> int:
           row['partitioned'] / row[f'width{best_width}'] if row[f'width{best_width}']
           else math.inf if row['partitioned'] else math.nan,
           f"{row['global']}/{row['global_tried']}"] for u, row in levels.items()]))
+    print(f'sets some fixed width admits and the search refuses: {fixed_only}; of the '
+          f"{glob['tried']} sets tried globally, partitioned dispatch admits "
+          f'{partitioned_of_global}')
     targets = [('serving_admitted_sets', '>=', 1000), ('serving_jobs', '>=', 100000),
                ('serving_misses_on_admitted', '==', 0),
                ('serving_response_over_bound_max', '<=', 1),

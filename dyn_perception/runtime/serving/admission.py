@@ -97,8 +97,6 @@ class Planner:
         self.modes = tuple(modes)
         self.exact = exact
         self._plans: dict[tuple, GangPlan] = {}
-        # Partition verdicts of the partitioned admission running now, by members' options.
-        self._verdicts: dict[tuple, object] = {}
 
     # -- options ---------------------------------------------------------------------------
 
@@ -213,11 +211,12 @@ class Planner:
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
         self._check_demand(streams, tasks, mode)
-        self._verdicts = {}
-        parts = self._pack(streams, built, tasks, mode, lambda o: o.energy_per_job)
+        # Partition verdicts of this admission, by the members' options.
+        verdicts: dict[tuple, object] = {}
+        parts = self._pack(streams, built, tasks, verdicts, mode, lambda o: o.energy_per_job)
         if isinstance(parts, str):
             # Cheapest first can strand TPUs; least TPU demand first packs tighter.
-            parts = self._pack(streams, built, tasks, mode,
+            parts = self._pack(streams, built, tasks, verdicts, mode,
                                lambda o: (o.width * o.wcet, o.energy_per_job))
             if isinstance(parts, str):
                 raise ServingError(parts)
@@ -228,12 +227,13 @@ class Planner:
                     if option.energy_per_job >= part[i].energy_per_job:
                         break
                     if option.width == part[i].width and self._partition(
-                            streams, built, tasks, {**part, i: option}):
+                            verdicts, built, tasks, {**part, i: option}):
                         part[i] = option
                         break
-        return self._partitioned(streams, built, tasks, parts, mode)
+        return self._partitioned(streams, built, tasks, verdicts, parts, mode)
 
-    def _pack(self, streams, built, tasks, mode: str, key) -> list[dict[int, Option]] | str:
+    def _pack(self, streams, built, tasks, verdicts, mode: str,
+              key) -> list[dict[int, Option]] | str:
         """Greedy placement trying options in ``key`` order; the partitions or why not."""
         parts: list[dict[int, Option]] = []
         free = self.tpus
@@ -243,7 +243,7 @@ class Planner:
             options = sorted(tasks[i].admissible(self.tpus), key=key)
             placed = next(((part, option) for option in options for part in parts
                            if _width(part) == option.width
-                           and self._partition(streams, built, tasks, {**part, i: option})),
+                           and self._partition(verdicts, built, tasks, {**part, i: option})),
                           None)
             if placed is not None:
                 placed[0][i] = placed[1]
@@ -257,12 +257,12 @@ class Planner:
             free -= fresh.width
         return parts
 
-    def _partition(self, streams, built, tasks, members: dict[int, Option]):
-        """Plans, tasks and verdict of one partition's members, or None when rejected."""
+    def _partition(self, verdicts: dict, built, tasks, members: dict[int, Option]):
+        """Plans, tasks and verdict of one partition's members (None: rejected), memoised."""
         key = tuple(sorted((i, o.variant, o.width) for i, o in members.items()))
-        if key not in self._verdicts:
-            self._verdicts[key] = self._check_partition(built, tasks, members)
-        return self._verdicts[key]
+        if key not in verdicts:
+            verdicts[key] = self._check_partition(built, tasks, members)
+        return verdicts[key]
 
     def _check_partition(self, built, tasks, members: dict[int, Option]):
         width = _width(members)
@@ -290,13 +290,13 @@ class Planner:
         return ([order[j] for j in positions], plans, unions,
                 [gang_tasks[j] for j in positions], verdict.response_times)
 
-    def _partitioned(self, streams, built, tasks, parts, mode: str) -> Admitted:
+    def _partitioned(self, streams, built, tasks, verdicts, parts, mode: str) -> Admitted:
         lanes, plans, bounds, gang_tasks = [], {}, {}, []
         residents: list[tuple[SegmentRef, ...]] = [()] * self.tpus
         first = 0
         for part in parts:
             ranked, part_plans, unions, part_tasks, responses = self._partition(
-                streams, built, tasks, part)
+                verdicts, built, tasks, part)
             devices = tuple(range(first, first + _width(part)))
             for k, device in enumerate(devices):
                 residents[device] = tuple(unions[k])
