@@ -477,7 +477,7 @@ def plot(stats, levels, best_width: int, path: str) -> None:
                  color='C1', label='chosen, global (few sets)')
     axes[1].set_xlabel('load: TPU demand of the unpruned variants at width 1 / pool')
     axes[1].set_ylabel('fraction of stream sets admitted')
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc='center left')
     for dispatch, s in stats.items():
         if s['energy']:
             axes[2].scatter(s['energy'], s['designer'], s=6, alpha=0.5, label=dispatch)
