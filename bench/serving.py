@@ -1,15 +1,20 @@
 """
 Serving many camera streams on 8 simulated Edge TPUs: deadlines, energy and admission.
 
-Random stream sets (2 to 8 streams, 5 to 30 Hz, D in [0.8, 1] T, a model each, a starting
-mode and accuracy floors per mode) are admitted and run in virtual time through one mode
-change each, on ``ModelledEdgeTPU`` devices (the simulated Edge TPU's time, energy and swap
+Random stream sets (10 to 30 Hz, D in [0.8, 1] T, a model each, a starting mode and accuracy
+floors per mode) are admitted and run in virtual time through one mode change each, on
+``ModelledEdgeTPU`` devices (the simulated Edge TPU's time, energy and swap
 model; no LiteRT), seeded. Models: the three shipped ones, whose jobs replay recorded test
 frames (each frame's exit at every variant and threshold set, from the real int8 segments),
 and ``mnv2ee_w2_224``, a MobileNetV2-EE (width 2, 224 px, 1000 classes) described by its layer
 sizes (11.6 MB of int8 weights, more than one TPU's 8 MB), with pruned variants that keep 70%
 and 50% of the expansion channels; its accuracies and exit rates are ASSUMED (see
 ``ASSUMED_POINTS``), so every number involving it rests on assumed exit behaviour.
+
+Each set is drawn for a load level u: streams are added until the TPU demand of the fixed
+configuration (every stream on its unpruned variant at width 1: sum C / T) reaches u times
+the pool. The levels (``LOADS``) run from a lightly loaded board to beyond the point where no
+configuration can fit (see ``LOADS``), in equal numbers of sets.
 
 Measured, on the same sets:
 - serving_admitted_sets, serving_jobs, serving_misses_on_admitted and
@@ -18,7 +23,8 @@ Measured, on the same sets:
   mode's thresholds, at its fastest width) over the chosen least-energy configuration's, both
   admitted and simulated, at the same floors;
 - serving_admission_gain: sets admitted with every variant and width over sets admitted with
-  the unpruned variant at one fixed width (the best single width, for the baseline's sake);
+  the unpruned variant at one fixed width (the best single width, for the baseline's sake),
+  over all load levels; and per level the admitted fraction of both (an acceptance curve);
 - global against partitioned dispatch: admitted sets, energy and response ratios.
 
     python bench/serving.py [--sets N] [--seconds S] [--json OUT] [--png OUT] [--quick]
@@ -45,6 +51,7 @@ from dyn_perception.runtime.serving import (
     ModelledEdgeTPU, Planner, PoolSpec, Served, ServedModel, ServingError, StreamFile,
     StreamServer, StreamSpec
 )
+from dyn_perception.runtime.serving.admission import ticks_up
 import numpy as np
 from report import format_table, write_json
 from tqdm import tqdm
@@ -55,9 +62,14 @@ LARGE = 'mnv2ee_w2_224'
 TPUS = 8
 RATES_HZ = (10.0, 15.0, 20.0, 30.0)
 FRAMES = 500
-GLOBAL_EVERY = 50
-# Streams per set (low, high exclusive): enough to reach the pool's admission frontier.
-STREAMS = (4, 15)
+# Global admission runs on every GLOBAL_EVERY-th set (prime: one set per load level in turn).
+GLOBAL_EVERY = 113
+# Load levels: TPU demand of the fixed configuration (unpruned, width 1) over the pool. From
+# a few streams to half again the pool: the fixed configuration cannot be admitted above 1
+# (its demand alone exceeds the pool), and no choice lowers a stream's demand below 0.72 of
+# its fixed one (the large model's 50% variant at width 1; the small models' C hardly moves),
+# so above 1 / 0.72 = 1.39 nothing can be admitted either way. Every level has equal weight.
+LOADS = tuple(round(0.1 * k, 1) for k in range(1, 16))
 # Assumed final-exit accuracy of the large model's variants (ImageNet-like scale) and, per
 # mode, the exit rates and the accuracy lost against the variant's final exit.
 ASSUMED_FINAL = {'base': 0.76, 'p30': 0.75, 'p50': 0.735}
@@ -179,19 +191,26 @@ class Traces:
         return int(self.rng.choice(len(point.exit_rates), p=point.exit_rates))
 
 
-def random_set(rng: np.random.Generator, models: dict[str, ServedModel], budgets: dict):
-    """
-    Streams with the floors of the modes: the unpruned final exit minus the mode's budget.
+def fixed_demand(planner: Planner, model: ServedModel) -> float:
+    """Seconds of C of the model's unpruned variant at width 1 (the load levels' unit)."""
+    base = next(p for p in model.points if p.variant.name == model.manifest.default_variant)
+    return ticks_up(planner.gang_plan(base, 1, 'resident').wcet_s, planner.tick_s) * planner.tick_s
 
-    Where the unpruned variant's own mode point falls short of that (a calibration bound is
-    a 95% bound, not the point), the floor is that point's accuracy, so that the designer's
-    default always keeps the floors.
+
+def random_set(rng: np.random.Generator, models: dict[str, ServedModel], budgets: dict,
+               demand: dict[str, float], target: float):
     """
-    count = int(rng.integers(*STREAMS))
-    streams = []
+    Draw streams until the fixed configuration's TPU demand reaches ``target`` TPUs.
+
+    Floors of the modes: the unpruned final exit minus the mode's budget. Where the unpruned
+    variant's own mode point falls short of that (a calibration bound is a 95% bound, not
+    the point), the floor is that point's accuracy, so that the designer's default always
+    keeps the floors.
+    """
+    streams, load = [], 0.0
     names = list(models)
     weights = np.array([0.2 if name != LARGE else 0.4 for name in names])
-    for i in range(count):
+    while load < target:
         model = models[names[rng.choice(len(names), p=weights / weights.sum())]]
         rate = float(rng.choice(RATES_HZ))
         base = [p for p in model.points if p.variant.name == model.manifest.default_variant]
@@ -199,8 +218,9 @@ def random_set(rng: np.random.Generator, models: dict[str, ServedModel], budgets
         # Rounded down, so that the point the floor comes from still keeps it.
         floors = {mode: math.floor(1e4 * min(final - budgets[mode], *(
             p.accuracy for p in base if p.threshold_mode == mode))) / 1e4 for mode in MODES}
-        streams.append(StreamSpec(f's{i}', model.name, 1 / rate,
+        streams.append(StreamSpec(f's{len(streams)}', model.name, 1 / rate,
                                   float(rng.uniform(0.8, 1.0)) / rate, floors))
+        load += demand[model.name] * rate
     return tuple(streams), str(rng.choice(MODES)), str(rng.choice(MODES))
 
 
@@ -278,7 +298,7 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sets', type=int, default=1100)
+    parser.add_argument('--sets', type=int, default=1800, help='stream sets, spread over LOADS')
     parser.add_argument('--seconds', type=float, default=1.5, help='virtual seconds per set')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--tpus', type=int, default=TPUS, help='pool size (targets: 8)')
@@ -287,7 +307,7 @@ def main(argv=None) -> int:
     parser.add_argument('--png', default=str(ROOT / 'out' / 'bench' / 'serving.png'))
     parser.add_argument('--quick', action='store_true', help='divide the set count by 10')
     args = parser.parse_args(argv)
-    sets = max(20, args.sets // 10) if args.quick else args.sets
+    sets = max(2 * len(LOADS), args.sets // 10) if args.quick else args.sets
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     models = {name: ServedModel(load_manifest(name), load_profile(name)) for name in SHIPPED}
@@ -299,26 +319,49 @@ def main(argv=None) -> int:
     budgets = {m.name: m.max_accuracy_loss / 100 for m in load_modes()}
     planner = Planner(ModelledEdgeTPU('tpu', timing), ModelledEdgeTPU('probe', timing), args.tpus,
                       Dispatch(args.rule), 1e-4, MODES)
+    demand = {name: fixed_demand(planner, model) for name, model in models.items()}
     stats = {d: {'tried': 0, 'admitted': 0, 'jobs': 0, 'misses': 0, 'over': 0.0, 'energy': [],
                  'designer': [], 'ratios': []} for d in ('partitioned', 'global')}
     baseline = dict.fromkeys(range(1, 5), 0)
+    # Per load level: sets, streams, and sets admitted by each search.
+    levels = {u: {'sets': 0, 'streams': 0, 'partitioned': 0, 'global': 0, 'global_tried': 0,
+                  **{f'width{w}': 0 for w in baseline}} for u in LOADS}
+    # Sets some fixed width admits and the search refuses (its greedy is not exhaustive), and
+    # the sets tried globally that partitioned dispatch admits.
+    fixed_only = partitioned_of_global = 0
+    admission_s = {'partitioned': 0.0, 'global': 0.0}
     for index in tqdm(range(sets), desc='stream sets', mininterval=2.0):
-        streams, mode, change = random_set(rng, models, budgets)
+        level = LOADS[index % len(LOADS)]
+        streams, mode, change = random_set(rng, models, budgets, demand, level * args.tpus)
+        row = levels[level]
+        row['sets'] += 1
+        row['streams'] += len(streams)
         served = [Served(s, models[s.model]) for s in streams]
         bases = {s.spec.name: [p for p in s.model.points
                                if p.variant.name == s.model.manifest.default_variant]
                  for s in served}
+        fixed_any = False
         for width in baseline:
-            baseline[width] += admits(planner, 'partitioned', served, mode, points=bases,
-                                      widths={s.spec.name: [width] for s in served})
+            fixed = admits(planner, 'partitioned', served, mode, points=bases,
+                           widths={s.spec.name: [width] for s in served})
+            baseline[width] += fixed
+            row[f'width{width}'] += fixed
+            fixed_any |= fixed
         points, widths = designer_limits(planner, served, mode)
         for dispatch, record in stats.items():
             # Global admission is the costly search: every GLOBAL_EVERY-th set only.
             if dispatch == 'global' and index % GLOBAL_EVERY:
                 continue
             record['tried'] += 1
-            if not admits(planner, dispatch, served, mode):
+            row['global_tried'] += dispatch == 'global'
+            clock = time.perf_counter()
+            admitted = admits(planner, dispatch, served, mode)
+            admission_s[dispatch] += time.perf_counter() - clock
+            if not admitted:
+                fixed_only += dispatch == 'partitioned' and fixed_any
                 continue
+            row[dispatch] += 1
+            partitioned_of_global += dispatch == 'partitioned' and not index % GLOBAL_EVERY
             rows, energy = simulate(planner, dispatch, streams, mode, change, args.seconds, rng,
                                     traces)
             record['admitted'] += 1
@@ -337,6 +380,9 @@ def main(argv=None) -> int:
     best_width = max(baseline, key=baseline.get)
     energy_ratio = (float(np.mean(part['designer']) / np.mean(part['energy']))
                     if part['energy'] else math.nan)
+    fraction = {u: row['partitioned'] / max(1, row['sets']) for u, row in levels.items()}
+    fixed_fraction = {u: row[f'width{best_width}'] / max(1, row['sets'])
+                      for u, row in levels.items()}
     results = {
         'serving_admitted_sets': part['admitted'],
         'serving_jobs': part['jobs'] + glob['jobs'],
@@ -345,7 +391,19 @@ def main(argv=None) -> int:
         'serving_energy_ratio': energy_ratio,
         'serving_admission_gain': part['admitted'] / max(1, baseline[best_width]),
         'serving_sets': sets,
+        'serving_load_levels': list(LOADS),
+        'serving_load_half_admitted': half_load(fraction),
+        'serving_load_half_admitted_fixed': half_load(fixed_fraction),
+        'serving_admitted_fraction_by_load': {str(u): f for u, f in fraction.items()},
+        'serving_fixed_admitted_fraction_by_load': {str(u): f for u, f in fixed_fraction.items()},
+        'serving_by_load': {str(u): row for u, row in levels.items()},
+        'serving_sets_fixed_only': fixed_only,
         'serving_admitted_sets_global': glob['admitted'],
+        'serving_tried_sets_global': glob['tried'],
+        'serving_admitted_sets_partitioned_of_global': partitioned_of_global,
+        'serving_admission_seconds_per_set_partitioned':
+            admission_s['partitioned'] / max(1, part['tried']),
+        'serving_admission_seconds_per_set_global': admission_s['global'] / max(1, glob['tried']),
         'serving_energy_ratio_global': (float(np.mean(glob['designer']) / np.mean(glob['energy']))
                                         if glob['energy'] else math.nan),
         'serving_baseline_admitted_by_width': {str(w): n for w, n in baseline.items()},
@@ -358,14 +416,23 @@ def main(argv=None) -> int:
         'serving_rule': args.rule,
         'bench_seconds': time.perf_counter() - started,
     }
-    print(format_table(['dispatch', 'admitted', 'jobs', 'misses', 'max obs/bound',
+    print(format_table(['dispatch', 'admitted', 'of', 'jobs', 'misses', 'max obs/bound',
                         'mean obs/bound', 'energy ratio (designer / chosen)'],
-                       [[d, s['admitted'], s['jobs'], s['misses'], s['over'],
+                       [[d, s['admitted'], s['tried'], s['jobs'], s['misses'], s['over'],
                          float(np.mean(s['ratios'] or [0])),
                          float(np.mean(s['designer']) / np.mean(s['energy']))
                          if s['energy'] else math.nan] for d, s in stats.items()]))
-    print(format_table(['baseline: unpruned at width', *map(str, baseline)],
-                       [['admitted sets', *baseline.values()]]))
+    print(format_table(
+        ['load', 'sets', 'streams', 'chosen', *(f'unpruned w={w}' for w in baseline), 'gain',
+         'global'],
+        [[u, row['sets'], row['streams'] / max(1, row['sets']), fraction[u],
+          *(row[f'width{w}'] / max(1, row['sets']) for w in baseline),
+          row['partitioned'] / row[f'width{best_width}'] if row[f'width{best_width}']
+          else math.inf if row['partitioned'] else math.nan,
+          f"{row['global']}/{row['global_tried']}"] for u, row in levels.items()]))
+    print(f'sets some fixed width admits and the search refuses: {fixed_only}; of the '
+          f"{glob['tried']} sets tried globally, partitioned dispatch admits "
+          f'{partitioned_of_global}')
     targets = [('serving_admitted_sets', '>=', 1000), ('serving_jobs', '>=', 100000),
                ('serving_misses_on_admitted', '==', 0),
                ('serving_response_over_bound_max', '<=', 1),
@@ -373,26 +440,44 @@ def main(argv=None) -> int:
     print(format_table(['key', 'value', 'target'],
                        [[k, results[k], f'{op} {v}'] for k, op, v in targets]))
     write_json(args.json, results)
-    plot(stats, baseline, args.png)
+    plot(stats, levels, best_width, args.png)
     return 1 if results['serving_misses_on_admitted'] else 0
 
 
-def plot(stats, baseline, path: str) -> None:
+def half_load(fraction: dict[float, float]) -> float:
+    """Interpolate the load level at which the admitted fraction first falls below one half."""
+    loads = sorted(fraction)
+    for low, high in zip(loads, loads[1:]):
+        if fraction[low] >= 0.5 > fraction[high]:
+            return low + (high - low) * (fraction[low] - 0.5) / (fraction[low] - fraction[high])
+    return math.nan if fraction[loads[0]] < 0.5 else loads[-1]
+
+
+def plot(stats, levels, best_width: int, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from pathlib import Path
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for dispatch, s in stats.items():
         axes[0].hist(s['ratios'], bins=40, range=(0, 1), alpha=0.6, label=dispatch)
     axes[0].set_xlabel('observed max response / analysed bound')
     axes[0].set_ylabel('streams')
     axes[0].legend()
-    labels = [*(f'unpruned w={w}' for w in baseline), 'partitioned', 'global']
-    values = [*baseline.values(), stats['partitioned']['admitted'], stats['global']['admitted']]
-    axes[1].bar(range(len(values)), values, color=['grey'] * len(baseline) + ['C0', 'C1'])
-    axes[1].set_xticks(range(len(values)), labels, rotation=30, ha='right')
-    axes[1].set_ylabel('stream sets admitted')
+    loads = list(levels)
+    widths = sorted(int(k[5:]) for k in levels[loads[0]] if k.startswith('width'))
+    axes[1].plot(loads, [levels[u]['partitioned'] / max(1, levels[u]['sets']) for u in loads],
+                 'o-', color='C0', label='chosen variant and width (partitioned)')
+    for w in widths:
+        axes[1].plot(loads, [levels[u][f'width{w}'] / max(1, levels[u]['sets']) for u in loads],
+                     's--' if w == best_width else ':', color='grey', alpha=1 if w == best_width
+                     else 0.5, label=f'unpruned, width {w}')
+    tried = [u for u in loads if levels[u]['global_tried']]
+    axes[1].plot(tried, [levels[u]['global'] / levels[u]['global_tried'] for u in tried], 'x',
+                 color='C1', label='chosen, global (few sets)')
+    axes[1].set_xlabel('load: TPU demand of the unpruned variants at width 1 / pool')
+    axes[1].set_ylabel('fraction of stream sets admitted')
+    axes[1].legend(fontsize=7, loc='center left')
     for dispatch, s in stats.items():
         if s['energy']:
             axes[2].scatter(s['energy'], s['designer'], s=6, alpha=0.5, label=dispatch)

@@ -273,3 +273,83 @@ def test_replacing_the_stream_set_is_all_or_nothing_with_one_switch():
     assert server.specs['rear'].period_s == 0.05
     assert {'front', 'rear'} <= {r['stream'] for r in done}
     assert sum(row['misses'] for row in server.report()) == 0
+
+
+def random_streams(rng, count, tpus):
+    """Streams with six random options each, some dominated, loads near the pool's."""
+    from dyn_perception.runtime.scheduling import Option, Stream
+    streams = []
+    for i in range(count):
+        period = int(rng.integers(30, 120))
+        deadline = int(rng.integers(period * 3 // 4, period + 1))
+        options = tuple(Option(f'v{k}', int(rng.integers(1, tpus + 1)),
+                               int(rng.integers(3, deadline + 1)), float(rng.uniform(1, 5)),
+                               float(rng.uniform(0.5, 1))) for k in range(6))
+        streams.append(Stream(f's{i}', period, deadline, 0.0, options))
+    return streams
+
+
+def test_pruned_options_keep_the_exhaustive_choice():
+    # Admission hands the searches only the undominated options of each stream; the
+    # exhaustive branch and bound must find the same least energy with or without them.
+    from dyn_perception.runtime.scheduling import choose_exact
+    from dyn_perception.runtime.serving.admission import _undominated
+    rng = np.random.default_rng(0)
+    dropped = accepted = rejected = 0
+    for trial in range(60):
+        full = random_streams(rng, int(rng.integers(3, 6)), 3)
+        pruned = [replace(s, options=tuple(_undominated(s.options))) for s in full]
+        dropped += sum(len(f.options) - len(p.options) for f, p in zip(full, pruned))
+        for rule in (Dispatch.STRICT, Dispatch.BYPASS):
+            best = choose_exact(full, 3, rule, analyses=('global',)).configuration
+            found = choose_exact(pruned, 3, rule, analyses=('global',)).configuration
+            assert (best is None) == (found is None)
+            if best is None:
+                rejected += 1
+                continue
+            accepted += 1
+            assert found.energy_rate == pytest.approx(best.energy_rate, rel=1e-12)
+    assert dropped > 100 and accepted > 20 and rejected > 5
+
+
+def test_partition_check_accepts_whatever_the_gang_test_accepts():
+    # A partition is checked with the exact NP-FP analysis under OPA alone; the gang test
+    # on the partition's width, which it replaced as a fallback, must add nothing.
+    from dyn_perception.runtime.scheduling import assign_priorities, GangTask
+    from dyn_perception.runtime.scheduling.partitioned import partition_priorities
+    rng = np.random.default_rng(1)
+    gang = 0
+    for trial in range(400):
+        width, count = int(rng.integers(1, 4)), int(rng.integers(2, 7))
+        tasks = []
+        for i in range(count):
+            period = int(rng.integers(20, 200))
+            wcet = int(rng.integers(1, max(2, period // count)))
+            tasks.append(GangTask(wcet, int(rng.integers(wcet, period + 1)), period, width,
+                                  f't{i}'))
+        for rule in (Dispatch.STRICT, Dispatch.BYPASS):
+            if assign_priorities(tasks, width, rule).verdict:
+                gang += 1
+                assert partition_priorities(tasks)[1]
+    assert gang > 100
+
+
+@pytest.mark.parametrize('dispatch', ['global', 'partitioned'])
+def test_a_set_over_the_pool_even_at_least_demand_is_refused_before_any_search(dispatch):
+    server = StreamServer(streams(dispatch, tpus=2), modelled(2), mode='performance',
+                          modes=MODES)
+    planner, served = server.planner, list(server.served)
+    admit = planner.admit_partitioned if dispatch == 'partitioned' else planner.admit_global
+    fast = [replace(s, spec=replace(s.spec, name=f'{s.spec.name}{i}', period_s=0.004,
+                                    deadline_s=0.004))
+            for i in range(2) for s in served[:1]]
+    with pytest.raises(ServingError) as refused:
+        admit(served + fast + fast[:1], 'performance')
+    message = str(refused.value)
+    assert 'TPUs of 2' in message and 'too many' in message
+    assert message.startswith('stream front')
+    # The check is necessary only: a set within the pool's demand goes on to the search.
+    try:
+        admit(served + fast[:1], 'performance')
+    except ServingError as error:
+        assert 'too many' not in str(error)

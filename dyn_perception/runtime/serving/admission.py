@@ -4,29 +4,34 @@ Admission: which variant, thresholds and gang width each stream runs, and whethe
 A stream becomes a ``scheduling.Stream`` in ticks: T = floor(T / tick), D = floor(D / tick) - 1
 (the latching tick), and one ``Option`` per (model point, width) whose point keeps the stream's
 floor in the current mode, with C = ceil(WCET / tick) from its ``GangPlan`` and the expected
-energy per job at the point's exit rates. Dominated options (same width, no faster, no cheaper,
-no more accurate) are dropped before the search.
+energy per job at the point's exit rates. Dominated options (same width, no faster and no
+cheaper) are dropped before the search.
 
-Global dispatch: ``scheduling.choose_heuristic`` (or ``choose_exact``) on the options planned
-``resident`` when every segment the configuration runs fits one device's cache together, else
-on options planned ``swap`` (the worst swap in C). Partitioned dispatch: ``partitioned``.
+Global dispatch: ``scheduling.choose_heuristic`` (or ``choose_exact``) with the global test
+only, on the options planned ``resident`` when every segment the configuration runs fits one
+device's cache together, else on options planned ``swap`` (the worst swap in C). Partitioned
+dispatch: ``admit_partitioned``.
 
 Rejections say which stream and by how much: a floor above every point's accuracy, a stream
-whose fastest option cannot meet its deadline alone, or, for a set, the stream whose bound
-overshoots most with every stream at its fastest option (deadline-monotonic order).
+whose fastest option cannot meet its deadline alone, a set whose TPU demand exceeds the pool
+even at every stream's least-demand option (checked before any search), or, for a set, the
+stream whose bound overshoots most with every stream at its fastest option
+(deadline-monotonic order).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 import math
 from typing import Optional, Sequence
 
 from dyn_perception.runtime.devices.base import Device, SegmentRef
 from dyn_perception.runtime.scheduling import (
-    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangAnalysis,
-    GangTask, np_fp_response_times, Option, Stream
+    analyse, choose_exact, choose_heuristic, Dispatch, GangAnalysis, GangTask,
+    np_fp_response_times, Option, Stream
 )
+from dyn_perception.runtime.scheduling.partitioned import partition_priorities
 from dyn_perception.runtime.scheduling.priority import deadline_monotonic, reorder
 from dyn_perception.runtime.serving.dispatcher import Lane
 from dyn_perception.runtime.serving.plans import (
@@ -121,7 +126,7 @@ class Planner:
                 widths: Optional[Sequence[int]] = None,
                 points=None) -> tuple[list[Option], dict[tuple[str, int], GangPlan]]:
         """
-        List the admissible options of a stream in ``mode`` and the plans behind them.
+        List the useful admissible options of a stream in ``mode`` and the plans behind them.
 
         ``points`` and ``widths`` restrict the choice (baselines); None allows everything.
         """
@@ -161,8 +166,11 @@ class Planner:
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
+        self._check_demand(streams, tasks, mode)
         search = choose_exact if self.exact else choose_heuristic
-        selection = search(tasks, self.tpus, self.rule)
+        # Only the global test: the dispatcher runs these bounds globally, so a set that
+        # only strict partitioning accepts must not be admitted here.
+        selection = search(tasks, self.tpus, self.rule, analyses=('global',))
         if selection.configuration is None:
             raise ServingError(self._overshoot(streams, tasks, mode))
         config = selection.configuration
@@ -193,7 +201,8 @@ class Planner:
         partition is checked with the segment times of those co-resident stages.  If that
         strands a stream, the packing is tried once more with options in order of least TPU
         demand (width x C).  Then each stream in turn moves to a cheaper option of its
-        partition's width where that passes.
+        partition's width where that passes.  A partition's verdict is memoised for the
+        admission: the packings and the descent ask for the same member sets again.
         """
         for served in streams:
             self.floor_check(served, mode)
@@ -201,10 +210,13 @@ class Planner:
                  for served in streams]
         tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
         self._check_alone(streams, tasks)
-        parts = self._pack(streams, built, tasks, mode, lambda o: o.energy_per_job)
+        self._check_demand(streams, tasks, mode)
+        # Partition verdicts of this admission, by the members' options.
+        verdicts: dict[tuple, object] = {}
+        parts = self._pack(streams, built, tasks, verdicts, mode, lambda o: o.energy_per_job)
         if isinstance(parts, str):
             # Cheapest first can strand TPUs; least TPU demand first packs tighter.
-            parts = self._pack(streams, built, tasks, mode,
+            parts = self._pack(streams, built, tasks, verdicts, mode,
                                lambda o: (o.width * o.wcet, o.energy_per_job))
             if isinstance(parts, str):
                 raise ServingError(parts)
@@ -215,12 +227,13 @@ class Planner:
                     if option.energy_per_job >= part[i].energy_per_job:
                         break
                     if option.width == part[i].width and self._partition(
-                            streams, built, tasks, {**part, i: option}):
+                            verdicts, built, tasks, {**part, i: option}):
                         part[i] = option
                         break
-        return self._partitioned(streams, built, tasks, parts, mode)
+        return self._partitioned(streams, built, tasks, verdicts, parts, mode)
 
-    def _pack(self, streams, built, tasks, mode: str, key) -> list[dict[int, Option]] | str:
+    def _pack(self, streams, built, tasks, verdicts, mode: str,
+              key) -> list[dict[int, Option]] | str:
         """Greedy placement trying options in ``key`` order; the partitions or why not."""
         parts: list[dict[int, Option]] = []
         free = self.tpus
@@ -230,7 +243,7 @@ class Planner:
             options = sorted(tasks[i].admissible(self.tpus), key=key)
             placed = next(((part, option) for option in options for part in parts
                            if _width(part) == option.width
-                           and self._partition(streams, built, tasks, {**part, i: option})),
+                           and self._partition(verdicts, built, tasks, {**part, i: option})),
                           None)
             if placed is not None:
                 placed[0][i] = placed[1]
@@ -244,9 +257,19 @@ class Planner:
             free -= fresh.width
         return parts
 
-    def _partition(self, streams, built, tasks, members: dict[int, Option]):
-        """Plans, tasks and verdict of one partition's members, or None when rejected."""
+    def _partition(self, verdicts: dict, built, tasks, members: dict[int, Option]):
+        """Plans, tasks and verdict of one partition's members (None: rejected), memoised."""
+        key = tuple(sorted((i, o.variant, o.width) for i, o in members.items()))
+        if key not in verdicts:
+            verdicts[key] = self._check_partition(built, tasks, members)
+        return verdicts[key]
+
+    def _check_partition(self, built, tasks, members: dict[int, Option]):
         width = _width(members)
+        # Necessary: a partition is one processor, its utilisation at the members' C alone
+        # (co-residence only adds streaming) cannot exceed 1; skips planning the unions.
+        if sum(Fraction(o.wcet, tasks[i].period) for i, o in members.items()) > 1:
+            return None
         order = sorted(members, key=lambda i: (tasks[i].deadline, tasks[i].period, i))
         points = {i: built[i][1][members[i].variant, width].point for i in order}
         alone = {i: built[i][1][members[i].variant, width] for i in order}
@@ -257,37 +280,23 @@ class Planner:
         if any(c > tasks[i].deadline for c, i in zip(wcets, order)):
             return None
         gang_tasks = [tasks[i].task(width, c) for c, i in zip(wcets, order)]
-        ranking = self._partition_order(gang_tasks, width)
-        if ranking is None:
+        # A partition runs one job at a time on all its devices: non-preemptive fixed
+        # priority on one processor. Deadline-monotonic order first, then Audsley's OPA,
+        # optimal for that exact busy-period analysis (issue 15), which accepts whatever
+        # the gang test on `width` TPUs accepts (test_partition_check_...).
+        positions, verdict = partition_priorities(gang_tasks)
+        if not verdict:
             return None
-        positions, responses = ranking
         return ([order[j] for j in positions], plans, unions,
-                [gang_tasks[j] for j in positions], responses)
+                [gang_tasks[j] for j in positions], verdict.response_times)
 
-    def _partition_order(self, tasks: Sequence[GangTask], width: int):
-        """
-        Priority order and bounds of one partition's tasks, or None.
-
-        A partition runs one job at a time on all its devices: non-preemptive fixed priority
-        on one processor, for which ``np_fp_response_times`` (issue 15, exact busy-period
-        analysis) is tight; deadline-monotonic order first, then the gang test on ``width``
-        TPUs with OPA (also sound here: every task has the partition's width).
-        """
-        verdict = np_fp_response_times(tasks)
-        if verdict.schedulable:
-            return tuple(range(len(tasks))), verdict.response_times
-        assignment = assign_priorities(tasks, width, self.rule)
-        if not assignment.verdict:
-            return None
-        return assignment.order, assignment.verdict.response_times
-
-    def _partitioned(self, streams, built, tasks, parts, mode: str) -> Admitted:
+    def _partitioned(self, streams, built, tasks, verdicts, parts, mode: str) -> Admitted:
         lanes, plans, bounds, gang_tasks = [], {}, {}, []
         residents: list[tuple[SegmentRef, ...]] = [()] * self.tpus
         first = 0
         for part in parts:
             ranked, part_plans, unions, part_tasks, responses = self._partition(
-                streams, built, tasks, part)
+                verdicts, built, tasks, part)
             devices = tuple(range(first, first + _width(part)))
             for k, device in enumerate(devices):
                 residents[device] = tuple(unions[k])
@@ -362,6 +371,26 @@ class Planner:
                 f'its deadline less one tick ({task.deadline * self.tick_s * 1e3:.2f} ms) by '
                 f'{(fastest.wcet - task.deadline) * self.tick_s * 1e3:.2f} ms')
 
+    def _check_demand(self, streams: Sequence[Served], tasks: Sequence[Stream], mode: str) -> None:
+        """
+        Refuse a set whose TPU demand exceeds the pool even at every stream's least demand.
+
+        Necessary for both dispatches (the global search refuses any configuration above
+        the pool, partitions hold at most their width in demand), so it changes no verdict;
+        it only spares the searches. Names the stream of the largest least demand.
+        """
+        least = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
+                 for t in tasks]
+        total = sum(least)
+        if total <= self.tpus:
+            return
+        worst = max(range(len(tasks)), key=least.__getitem__)
+        raise ServingError(
+            f'stream {streams[worst].spec.name}: the {len(streams)} streams cannot all be '
+            f'admitted in mode {mode}; even at their least-demand options they need '
+            f'{total:.2f} TPUs of {self.tpus}, {total - self.tpus:.2f} too many (this stream '
+            f'alone {least[worst]:.2f})')
+
     def _overshoot(self, streams: Sequence[Served], tasks: Sequence[Stream], mode: str) -> str:
         """Name the stream whose bound overshoots most at the fastest options, and by how much."""
         gang_tasks = []
@@ -411,16 +440,21 @@ def _groups(admitted: Admitted) -> dict[tuple[int, ...], list[int]]:
 
 
 def _undominated(options: Sequence[Option]) -> list[Option]:
-    """Drop options another of the same width beats on time, energy and accuracy at once."""
-    kept = []
-    for option in options:
-        beaten = any(other is not option and other.width == option.width
-                     and other.wcet <= option.wcet
-                     and other.energy_per_job <= option.energy_per_job
-                     and other.accuracy >= option.accuracy
-                     and (other.wcet, other.energy_per_job, -other.accuracy)
-                     < (option.wcet, option.energy_per_job, -option.accuracy)
-                     for other in options)
-        if not beaten:
+    """
+    Drop options another of the same width makes useless: no slower and no dearer.
+
+    Every option listed keeps the floor and the searches minimise energy, so accuracy above
+    the floor decides nothing; the search loses nothing as long as the test does not reject
+    a set for a shorter C (checked against the exhaustive search:
+    test_pruned_options_keep_the_exhaustive_choice). Across widths this does not hold: a
+    narrower, faster, cheaper option can fail the gang test where a wider one passes (that
+    test finds such sets), and a wider option may join a partition a narrower one cannot.
+    Of exact ties the most accurate is kept.
+    """
+    ranked = sorted(options, key=lambda o: (o.width, o.wcet, o.energy_per_job, -o.accuracy))
+    kept: list[Option] = []
+    for option in ranked:
+        if not any(other.width == option.width and other.wcet <= option.wcet
+                   and other.energy_per_job <= option.energy_per_job for other in kept):
             kept.append(option)
     return kept
