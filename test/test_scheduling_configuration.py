@@ -154,3 +154,38 @@ def test_deadline_forces_a_dearer_wider_gang(choose):
     configuration = choose([long_job, urgent], 2, Dispatch.STRICT).configuration
     assert configuration.choices[0].width == 2
     assert configuration.priorities == (1, 0)
+
+
+@pytest.mark.parametrize('choose', [choose_exact, choose_heuristic])
+@pytest.mark.parametrize('rule', RULES)
+def test_a_search_budget_bounds_the_work_and_what_it_returns_is_accepted(choose, rule):
+    rng = np.random.default_rng(12)
+    stopped = answered = 0
+    for _ in range(6):
+        streams = random_streams(rng, 5, 4, load=float(rng.uniform(0.3, 0.7)))
+        free = choose(streams, 4, rule, analyses=GLOBAL)
+        for budget in sorted({1, max(1, free.analyses - 1)}):
+            capped = choose(streams, 4, rule, analyses=GLOBAL, budget=budget)
+            assert capped.analyses <= budget
+            assert capped.budget_spent == (budget < free.analyses)
+            if capped.configuration is None:
+                if capped.budget_spent:
+                    stopped += 1
+                    assert f'budget of {budget} analyses' in capped.reason
+                continue
+            answered += capped.budget_spent
+            check_configuration(streams, 4, rule, capped.configuration)
+            assert free.configuration is not None
+            if choose is choose_exact:  # the exact search's incumbent is never cheaper
+                assert capped.configuration.energy_rate >= \
+                    free.configuration.energy_rate - 1e-12
+        generous = choose(streams, 4, rule, analyses=GLOBAL, budget=free.analyses + 1)
+        assert generous.configuration == free.configuration and not generous.budget_spent
+    assert stopped and answered  # both ways of stopping happened
+
+
+@pytest.mark.parametrize('budget', [0, -3, 1.5, True])
+def test_a_bad_search_budget_is_refused(budget):
+    streams = random_streams(np.random.default_rng(1), 2, 2)
+    with pytest.raises(InvalidStreamError, match='budget'):
+        choose_heuristic(streams, 2, Dispatch.STRICT, budget=budget)

@@ -37,6 +37,11 @@ rejected can be pruned with everything below it.
   streams x options analyses.  TPU demand (m C / T) is no guide: the cheapest options
   already have the least demand, and what a rejected set usually needs is shorter
   jobs on wider gangs, which costs demand.
+
+Both searches take an optional budget of analyses: a search that spends it stops, and
+answers with the best configuration it has accepted so far (every one it returns is
+accepted, so the answer stays sound) or, if none, refuses saying that the budget ran out.
+Without one, a large set that must be refused can keep the greedy repair going for minutes.
 """
 
 from dataclasses import dataclass
@@ -53,6 +58,10 @@ from .tasks import Dispatch, GangTask, SchedulingError
 
 class InvalidStreamError(SchedulingError):
     """A stream or option description that cannot be turned into gang tasks."""
+
+
+class _BudgetSpent(Exception):
+    """The search has run as many analyses as it was allowed."""
 
 
 ANALYSES = ('global', 'partitioned', 'job-level')
@@ -146,13 +155,16 @@ class Selection:
     reason: str
     # Analyses run (tests and lateness evaluations): the unit that dominates the cost.
     analyses: int
+    # The search stopped at its budget: a configuration is the best found so far.
+    budget_spent: bool = False
 
 
 class _Problem:
     """Streams, platform and test, with the acceptance check the searches share."""
 
     def __init__(self, streams: Sequence[Stream], tpus: int, rule: Dispatch,
-                 knapsack: Knapsack, analyses: Sequence[str]) -> None:
+                 knapsack: Knapsack, analyses: Sequence[str],
+                 budget: int | None = None) -> None:
         unknown = [name for name in analyses if name not in ANALYSES]
         if unknown or not analyses:
             raise InvalidStreamError(f'analyses must be a non-empty subset of {ANALYSES}, '
@@ -164,6 +176,12 @@ class _Problem:
         self.knapsack = Knapsack(knapsack)
         self.options = [sorted(stream.admissible(tpus), key=stream.energy_rate)
                         for stream in streams]
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
+                                   or budget < 1):
+            raise InvalidStreamError(f'search budget must be a positive number of analyses, '
+                                     f'got {budget!r}')
+        self.budget = budget
+        self.spent = False  # a search was stopped by the budget
         self.analyses = 0
         # Overshoot allowed when measuring lateness: enough to rank rejected sets.
         self.overrun = 2 * max((stream.deadline for stream in streams), default=0)
@@ -185,7 +203,7 @@ class _Problem:
         tasks = [self.streams[i].task(picks[i].width, picks[i].wcet) for i in indices]
         if sum(task.utilisation for task in tasks) > self.tpus:
             return None
-        self.analyses += 1
+        self._spend()
         for name in self.analyses_allowed:
             found = self._accepts(name, tasks)
             if found is None:
@@ -227,10 +245,16 @@ class _Problem:
 
     def lateness(self, picks: dict[int, Option]) -> float:
         """How far the deadline-monotonic bounds overshoot; 0 when that order passes."""
-        self.analyses += 1
+        self._spend()
         tasks = [self.streams[i].task(option.width, option.wcet) for i, option in picks.items()]
         ordered = reorder(tasks, deadline_monotonic(tasks))
         return GLOBAL_TEST(ordered, self.tpus, self.rule, self.knapsack).lateness(self.overrun)
+
+    def _spend(self) -> None:
+        if self.budget is not None and self.analyses >= self.budget:
+            self.spent = True
+            raise _BudgetSpent
+        self.analyses += 1
 
     def cost(self, picks: dict[int, Option]) -> float:
         """Energy rate of the picked options."""
@@ -238,17 +262,22 @@ class _Problem:
 
     def selection(self, best: Configuration | None) -> Selection:
         """Wrap a search's result with its cost and, if it failed, the reason."""
+        if best is None and self.spent:
+            return Selection(None, f'unschedulable as far as searched: no configuration '
+                             f'accepted within the search budget of {self.budget} analyses',
+                             self.analyses, True)
         if best is None:
             return Selection(None, 'unschedulable: the test rejects every configuration '
                              'tried', self.analyses)
-        return Selection(best, '', self.analyses)
+        return Selection(best, '', self.analyses, self.spent)
 
 
 def choose_exact(streams: Sequence[Stream], tpus: int, rule: Dispatch,
                  knapsack: Knapsack = Knapsack.EXACT,
-                 analyses: Sequence[str] = DEFAULT_ANALYSES) -> Selection:
+                 analyses: Sequence[str] = DEFAULT_ANALYSES,
+                 budget: int | None = None) -> Selection:
     """Find the least-energy accepted configuration by branch and bound (few streams)."""
-    problem = _Problem(streams, tpus, rule, knapsack, analyses)
+    problem = _Problem(streams, tpus, rule, knapsack, analyses, budget)
     reason = problem.infeasibility()
     if reason:
         return Selection(None, reason, 0)
@@ -274,15 +303,19 @@ def choose_exact(streams: Sequence[Stream], tpus: int, rule: Dispatch,
             if depth + 1 == len(order) or problem.accepted(trial) is not None:
                 explore(depth + 1, trial)
 
-    explore(0, {})
+    try:
+        explore(0, {})
+    except _BudgetSpent:
+        pass  # the incumbent, if any, is accepted
     return problem.selection(best)
 
 
 def choose_heuristic(streams: Sequence[Stream], tpus: int, rule: Dispatch,
                      knapsack: Knapsack = Knapsack.EXACT,
-                     analyses: Sequence[str] = DEFAULT_ANALYSES) -> Selection:
+                     analyses: Sequence[str] = DEFAULT_ANALYSES,
+                     budget: int | None = None) -> Selection:
     """Find a low-energy accepted configuration by greedy repair and descent (any size)."""
-    problem = _Problem(streams, tpus, rule, knapsack, analyses)
+    problem = _Problem(streams, tpus, rule, knapsack, analyses, budget)
     reason = problem.infeasibility()
     if reason:
         return Selection(None, reason, 0)
@@ -290,10 +323,13 @@ def choose_heuristic(streams: Sequence[Stream], tpus: int, rule: Dispatch,
     # Lateness has local minima; the fastest option of every stream is the second start.
     fastest = {i: min(options, key=lambda option: option.wcet)
                for i, options in enumerate(problem.options)}
-    for start in (cheapest, fastest):
-        repaired = _repair(problem, start)
-        if repaired is not None:
-            return problem.selection(_descend(problem, *repaired))
+    try:
+        for start in (cheapest, fastest):
+            repaired = _repair(problem, start)
+            if repaired is not None:
+                return problem.selection(_descend(problem, *repaired))
+    except _BudgetSpent:
+        pass  # spent while repairing: nothing accepted yet
     return problem.selection(None)
 
 
@@ -311,9 +347,12 @@ def _repair(problem: _Problem,
 
 def _descend(problem: _Problem, picks: dict[int, Option],
              current: Configuration) -> Configuration:
-    """Take the largest accepted saving until none is left."""
+    """Take the largest accepted saving until none is left or the budget is spent."""
     while True:
-        saving = _best_saving(problem, picks)
+        try:
+            saving = _best_saving(problem, picks)
+        except _BudgetSpent:
+            return current
         if saving is None:
             return current
         picks, current = saving

@@ -41,6 +41,10 @@ from dyn_perception.runtime.serving.streams import ServingError, StreamSpec
 import numpy as np
 
 _EPS = 1e-9
+# Analyses the global search may run before it answers (25-50 ms each for 25-40 streams on
+# these shared cores): a set it must refuse kept the greedy repair going for minutes, and an
+# admission answers a parameter change. What it returns is accepted all the same.
+GLOBAL_SEARCH_BUDGET = 100
 
 
 def ticks_up(seconds: float, tick_s: float) -> int:
@@ -170,9 +174,12 @@ class Planner:
         search = choose_exact if self.exact else choose_heuristic
         # Only the global test: the dispatcher runs these bounds globally, so a set that
         # only strict partitioning accepts must not be admitted here.
-        selection = search(tasks, self.tpus, self.rule, analyses=('global',))
+        selection = search(tasks, self.tpus, self.rule, analyses=('global',),
+                           budget=GLOBAL_SEARCH_BUDGET)
         if selection.configuration is None:
-            raise ServingError(self._overshoot(streams, tasks, mode))
+            stopped = (f'; the search stopped at its budget of {GLOBAL_SEARCH_BUDGET} analyses'
+                       if selection.budget_spent else '')
+            raise ServingError(self._overshoot(streams, tasks, mode) + stopped)
         config = selection.configuration
         lanes, plans, bounds = [], {}, {}
         for index in config.priorities:
