@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 import time
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 from dyn_perception.runtime.artifacts import (
     Manifest, SegmentProfile, SegmentSpec, Variant, VariantProfile
@@ -154,6 +154,13 @@ class Device(ABC):
     def estimate_ms(self, segments: Sequence[SegmentRef]) -> tuple[float, ...]:
         """Estimate milliseconds per invocation of each segment when they share this device."""
 
+    def _run(self, runner: Callable[[np.ndarray], Any], ref: SegmentRef, x: np.ndarray) -> Any:
+        """Run one invocation; a failing interpreter is a DeviceError naming the segment."""
+        try:
+            return runner(x)
+        except (RuntimeError, ValueError) as err:
+            raise DeviceError(self.name, f'segment {ref.index} failed: {err}') from err
+
     def close(self) -> None:
         """Release every runner; the device holds nothing afterwards."""
         self._resident = {}
@@ -172,9 +179,6 @@ class MeasuredDevice(Device):
     def invoke(self, ref: SegmentRef, x: np.ndarray) -> Invocation:
         runner = self.runner(ref)
         start = time.perf_counter()
-        try:
-            output = runner(x)
-        except (RuntimeError, ValueError) as err:
-            raise DeviceError(self.name, f'segment {ref.index} failed: {err}') from err
+        output = self._run(runner, ref, x)
         seconds = time.perf_counter() - start
         return Invocation(output, seconds, seconds * self.active_power_w)

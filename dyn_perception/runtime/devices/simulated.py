@@ -116,7 +116,7 @@ class SimulatedEdgeTPU(Device):
                 raise DeviceError(self.name, 'simulated failure (injected)')
             self._failing_after -= 1
         start = time.perf_counter()
-        output = runner(x)
+        output = self._run(runner, ref, x)
         seconds = self._invoke_s[ref.key]
         self._wait(seconds, time.perf_counter() - start)
         return Invocation(output, seconds, seconds * self.active_power_w)

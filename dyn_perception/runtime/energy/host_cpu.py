@@ -91,7 +91,7 @@ class ModelledHostCPU(Device):
     def invoke(self, ref: SegmentRef, x: np.ndarray) -> Invocation:
         runner = self.runner(ref)
         start = time.perf_counter()
-        output = runner(x)
+        output = self._run(runner, ref, x)
         seconds = self.model.median_s(ref)
         if self.clock == 'wall':
             time.sleep(max(0.0, seconds - (time.perf_counter() - start)))
