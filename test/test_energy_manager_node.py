@@ -15,6 +15,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from node_processes import ParameterClient
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -108,3 +109,33 @@ def test_bad_readings_are_counted_never_read_as_full(manager):
     assert float(last['charge']) == pytest.approx(0.2, abs=1e-3)
     time.sleep(1.5)  # past every dwell and persistence time: still eco, never "full"
     assert outside.modes[-1] == 'eco' and process.poll() is None
+
+
+def test_the_accuracy_budget_is_set_like_ros2_param_set_and_needs_a_model(manager):
+    outside, process = manager
+    client = ParameterClient()
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        alone = client.set_values('energy_manager', max_mean_loss=1.0)[0]
+        assert not alone.successful and 'needs model' in alone.reason
+        assert client.get_value('energy_manager', 'max_mean_loss') == -1.0
+        assert not client.set_values('energy_manager', max_mean_loss=-5.0)[0].successful
+        both = client.set_values('energy_manager', model='fmnist_eenet', max_mean_loss=1.0)[0]
+        assert both.successful, both.reason
+        assert client.get_value('energy_manager', 'max_mean_loss') == 1.0
+        start = len(outside.diagnostics)
+        for _ in range(30):  # a full battery, read long enough for the policy to decide
+            outside.battery.publish(BatteryState(percentage=1.0))
+            time.sleep(0.05)
+        wait_for(lambda: any('expected_mean_loss_points' in d
+                             for d in outside.diagnostics[start:]))
+        latest = [d for d in outside.diagnostics if 'expected_mean_loss_points' in d][-1]
+        assert float(latest['expected_mean_loss_points']) == 0.0  # performance loses nothing
+        assert process.poll() is None
+    finally:
+        executor.shutdown()
+        client.destroy_node()
+        thread.join(timeout=5)

@@ -92,6 +92,9 @@ class EnergyManager(Node):
         return policy
 
     def _validate(self, proposed: dict, changed: set) -> Optional[str]:
+        if proposed['max_mean_loss'] >= 0 and not proposed['model']:
+            return ('max_mean_loss needs model: the expected accuracy of each mode comes from '
+                    "the model's mode costs")
         try:
             self._config(proposed)
             if 'model' in changed and proposed['model']:
@@ -160,6 +163,8 @@ class EnergyManager(Node):
         rate = p.discharge_rate()
         if rate is not None:
             values['discharge_per_hour'] = f'{3600.0 * rate:.4f}'
+        if p.costs is not None and p.run_s > 0:  # what the accuracy budget is held to
+            values['expected_mean_loss_points'] = f'{100.0 * p.loss_s / p.run_s:.4f}'
         level = DiagnosticStatus.WARN if self.guard.refused else DiagnosticStatus.OK
         status = DiagnosticStatus(
             level=level, name='energy_manager', hardware_id=self.get_fully_qualified_name(),
