@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from dyn_perception.runtime.devices import calibrated_timing, make_devices
-from dyn_perception.runtime.scheduling import Dispatch, simulate
+from dyn_perception.runtime.scheduling import analyse_pooled, Dispatch, simulate
 from dyn_perception.runtime.scheduling.generators import random_task_set
 from dyn_perception.runtime.serving import (
     GangDispatcher, GangJob, Lane, ModelledEdgeTPU, parse_streams, ServingError, StreamServer,
@@ -353,3 +353,30 @@ def test_a_set_over_the_pool_even_at_least_demand_is_refused_before_any_search(d
         admit(served + fast[:1], 'performance')
     except ServingError as error:
         assert 'too many' not in str(error)
+
+
+def test_global_dispatch_admits_only_what_the_global_test_accepts():
+    # Strict partitioning accepts this set, the global test does not: served globally with
+    # the partitions' bounds it would be unanalysed (before the fix, it was admitted whole).
+    rates = {'s0': ('fmnist_eenet', 200, 2.6), 's1': ('fmnist_eenet', 100, 9.07),
+             's2': ('mnist_blenet', 250, 3.21), 's3': ('mnist_blenet', 300, 2.57),
+             's4': ('mnist_blenet', 200, 4.54), 's5': ('fmnist_eenet', 250, 3.71)}
+    entries = [{'name': name, 'model': model, 'rate_hz': rate, 'deadline_ms': deadline}
+               for name, (model, rate, deadline) in rates.items()]
+
+    def serve(dispatch):
+        return StreamServer(parse_streams({'pool': {'tpus': 4, 'dispatch': dispatch,
+                                                    'rule': 'strict'}, 'streams': entries}),
+                            modelled(4), mode='performance', modes=MODES)
+
+    partitioned = serve('partitioned')
+    assert not partitioned.rejections and partitioned.admitted.dispatch == 'partitioned'
+    partitioned.close()
+    server = serve('global')
+    assert server.rejections, 'the whole set was admitted under global dispatch'
+    admitted = server.admitted
+    verdict = analyse_pooled(list(admitted.tasks), 4, Dispatch.STRICT)
+    assert admitted.dispatch == 'global' and verdict
+    assert all(admitted.bound_ticks[t.name] >= r
+               for t, r in zip(admitted.tasks, verdict.response_times))
+    server.close()
