@@ -367,26 +367,28 @@ def test_a_change_that_cannot_be_built_is_refused_and_the_old_pipeline_serves(gr
 
 def test_a_storm_of_pipeline_changes_is_answered_promptly_and_every_frame_has_a_record(graph):
     # 40 sets of num_tpus and queue_capacity back to back while frames flow: each builds a
-    # pipeline beside the running one; none may leave a frame without its record.
+    # pipeline beside the running one; none may leave a frame without its record. Promptly:
+    # before the fix every set parsed the model's YAML again (82 s for the storm on a quiet
+    # machine); now no set reads the files, whose parsed form the running pipeline holds.
+    # (The storm's wall time, 7 to 80 s here, depends on DDS discovery of each set's client
+    # and on the load; it is not what is tested.)
     perception, harness = graph
-    answers = []
+    answers, reads = [], []
+    read = perception.engine._read
+    perception.engine._read = lambda model: reads.append(model) or read(model)
 
     def storm():
         for i in range(40):
             answers.append(harness.set_parameters('perception', num_tpus=1 + i % 2,
                                                   queue_capacity=4 + i % 3)[0])
 
-    start = time.monotonic()
     thread = threading.Thread(target=storm)
     thread.start()
     while thread.is_alive():
         harness.send(1, in_flight=4)
     thread.join()
-    storm_s = time.monotonic() - start
     assert len(answers) == 40 and all(a.successful for a in answers)
-    # Before the fix 82 s on a quiet machine (each set parsed the YAML again); now ~7 s there,
-    # 23 s with the cores shared by a second heavy job.
-    assert storm_s < 45.0, f'40 sets took {storm_s:.1f} s'
+    assert reads == [], 'a set parsed the model files again'
     wait_for(lambda: len(harness.results) >= harness.sent)
     assert sorted(r['frame'] for r in harness.results) == list(range(harness.sent))
     for r in harness.results:
