@@ -98,6 +98,7 @@ class _Built:
     manifest: Manifest
     files: tuple  # (path, mtime_ns, size) of manifest and profile, as read
     configs: dict  # policy -> mode -> Configuration (the manifest's mode_configs)
+    on_tpus: bool  # whether its backend runs on TPUs (see _on_tpus), decided once per build
     pipeline: Optional[Pipeline] = None
 
 
@@ -170,7 +171,7 @@ class PerceptionEngine:
                         f'{settings.mode!r}; known: {", ".join(known)}')
         except ValueError as err:
             return str(err)
-        if self._shape(settings, config) == self._built.shape:
+        if self._shape(settings, config, self._on_tpus(settings)) == self._built.shape:
             return None
         self._discard_candidate()
         try:
@@ -184,7 +185,7 @@ class PerceptionEngine:
         same_model = settings.model == self.settings.model
         config = self._mode_config(settings, self.manifest, self._built.configs) \
             if same_model else None
-        shape = self._shape(settings, config) if same_model else None
+        shape = self._shape(settings, config, self._on_tpus(settings)) if same_model else None
         if shape != self._built.shape:
             built = self._candidate
             if built is None or (built.shape != shape if same_model
@@ -201,7 +202,8 @@ class PerceptionEngine:
             retire.start()
         else:
             with self._power:
-                self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest, config))
+                self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest, config,
+                                                              self._built.on_tpus))
                 self.settings = settings
         self.power_down_unused()
 
@@ -237,14 +239,19 @@ class PerceptionEngine:
             return None
         return configs.get(settings.policy or manifest.default_policy, {}).get(settings.mode)
 
-    @staticmethod
-    def _on_tpus(settings: PerceptionSettings) -> bool:
+    def _on_tpus(self, settings: PerceptionSettings) -> bool:
         """
         Tell whether the backend runs on TPUs, so that a mode's TPU count applies.
 
         On ``litert`` the devices are CPU workers: a mode brings its variant and thresholds and
-        runs on all ``num_tpus`` of them. ``auto`` decides as ``make_devices`` does.
+        runs on all ``num_tpus`` of them. ``auto`` decides as ``make_devices`` does, by
+        listing the attached TPUs: only when backend or ``num_tpus`` change, not on every
+        mode change or diagnostics period, where the running pipeline's answer stands.
         """
+        running = self._built
+        if running is not None and (settings.backend, settings.num_tpus) == \
+                (self.settings.backend, self.settings.num_tpus):
+            return running.on_tpus
         if settings.backend != 'auto':
             return settings.backend != 'litert'
         try:
@@ -252,19 +259,22 @@ class PerceptionEngine:
         except DeviceUnavailable:
             return False
 
-    def _shape(self, settings: PerceptionSettings, config: Optional[Configuration]) -> tuple:
+    @staticmethod
+    def _shape(settings: PerceptionSettings, config: Optional[Configuration],
+               on_tpus: bool) -> tuple:
         """Return what needs a rebuild to change: the settings' shape, host or TPUs."""
-        on_host = config is not None and config.num_tpus == 0 and self._on_tpus(settings)
+        on_host = config is not None and config.num_tpus == 0 and on_tpus
         return (*settings.pipeline_shape(), on_host)
 
-    def _mode_arguments(self, settings: PerceptionSettings, manifest: Manifest,
-                        config: Optional[Configuration]) -> dict:
+    @staticmethod
+    def _mode_arguments(settings: PerceptionSettings, manifest: Manifest,
+                        config: Optional[Configuration], on_tpus: bool) -> dict:
         if config is None:
-            return {'variant': self._variant_name(settings, manifest),
+            return {'variant': PerceptionEngine._variant_name(settings, manifest),
                     'policy': settings.policy or manifest.default_policy,
                     'thresholds': list(settings.thresholds) or settings.mode,
                     'num_devices': settings.num_tpus}
-        count = (max(1, min(config.num_tpus, settings.num_tpus)) if self._on_tpus(settings)
+        count = (max(1, min(config.num_tpus, settings.num_tpus)) if on_tpus
                  else settings.num_tpus)
         return {'variant': config.variant, 'policy': config.policy,
                 'thresholds': list(config.thresholds), 'num_devices': count}
@@ -297,7 +307,7 @@ class PerceptionEngine:
             built, settings = self._built, self.settings
             stats = built.pipeline.stats()
             used = self._mode_arguments(settings, built.manifest, self._mode_config(
-                settings, built.manifest, built.configs))['num_devices']
+                settings, built.manifest, built.configs), built.on_tpus)['num_devices']
             healthy = all(d.state != 'failed' for d in stats.devices)
             powered = 0
             for i, (device, d) in enumerate(zip(built.pipeline.devices, stats.devices)):
@@ -331,10 +341,11 @@ class PerceptionEngine:
                 manifest, configs = self._read(settings.model)
             files = _artifact_files(manifest)
         config = self._mode_config(settings, manifest, configs)
-        shape = self._shape(settings, config)
-        built = _Built(shape, manifest, files, configs)
+        on_tpus = self._on_tpus(settings)
+        shape = self._shape(settings, config, on_tpus)
+        built = _Built(shape, manifest, files, configs, on_tpus)
         devices = self._devices(settings, shape[-1])
-        arguments = self._mode_arguments(settings, manifest, config)
+        arguments = self._mode_arguments(settings, manifest, config, on_tpus)
         arguments['num_devices'] = min(arguments['num_devices'], len(devices))
         pipeline = Pipeline(built.manifest, devices, profile=profile,
                             queue_capacity=settings.queue_capacity,

@@ -13,6 +13,7 @@ longer than the model is counted as an overrun.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 import time
 from typing import Optional, Sequence
 
@@ -28,7 +29,50 @@ import numpy as np
 CLOCKS = ('virtual', 'wall')
 
 
-class SimulatedEdgeTPU(Device):
+class ModelledDevice(Device):
+    """
+    A device whose results come from LiteRT here and whose clock is a model.
+
+    In virtual time nothing waits; in wall-clock time an invocation sleeps until its
+    modelled duration has passed, and one whose LiteRT computation alone takes longer is
+    counted as an overrun. Subclasses say how long an invocation takes.
+    """
+
+    def __init__(self, name: str, active_power_w: float, idle_power_w: float, clock: str):
+        super().__init__(name, active_power_w, idle_power_w)
+        if clock not in CLOCKS:
+            raise ValueError(f'{name}: clock must be one of {CLOCKS}, got {clock!r}')
+        self.clock = clock
+        self.overruns = 0
+
+    @property
+    def virtual(self) -> bool:
+        return self.clock == 'virtual'
+
+    @abstractmethod
+    def invocation_s(self, ref: SegmentRef) -> float:
+        """Return the modelled seconds of one invocation of resident segment ``ref``."""
+
+    def _open(self, ref: SegmentRef) -> SegmentRunner:
+        return SegmentRunner(ref.spec, ref.path)
+
+    def _wait(self, modelled_s: float, spent_s: float) -> None:
+        if self.clock == 'wall':
+            if spent_s > modelled_s:
+                self.overruns += 1
+            else:
+                time.sleep(modelled_s - spent_s)
+
+    def invoke(self, ref: SegmentRef, x: np.ndarray) -> Invocation:
+        runner = self.runner(ref)
+        start = time.perf_counter()
+        output = self._run(runner, ref, x)
+        seconds = self.invocation_s(ref)
+        self._wait(seconds, time.perf_counter() - start)
+        return Invocation(output, seconds, seconds * self.active_power_w)
+
+
+class SimulatedEdgeTPU(ModelledDevice):
     """One Edge TPU on a USB or PCIe link, simulated (see the module docstring)."""
 
     kind = 'sim_edgetpu'
@@ -36,21 +80,13 @@ class SimulatedEdgeTPU(Device):
     def __init__(self, name: str = 'simtpu0', timing: Optional[EdgeTPUTiming] = None,
                  clock: str = 'virtual', power: Optional[PowerModel] = None):
         timing = timing or calibrated_timing('usb')
-        super().__init__(name, timing.active_power_w, timing.idle_power_w)
-        if clock not in CLOCKS:
-            raise ValueError(f'{name}: clock must be one of {CLOCKS}, got {clock!r}')
+        super().__init__(name, timing.active_power_w, timing.idle_power_w, clock)
         self.timing = timing
         self.power = power or PowerModel.of(timing)
         self.off = False
-        self.clock = clock
-        self.overruns = 0
         # Modelled seconds of one invocation per resident segment: fixed from load to load.
         self._invoke_s: dict[str, float] = {}
         self._failing_after: Optional[int] = None
-
-    @property
-    def virtual(self) -> bool:
-        return self.clock == 'virtual'
 
     def fail_after(self, invocations: int) -> None:
         """
@@ -86,9 +122,6 @@ class SimulatedEdgeTPU(Device):
                           for ref, cached in zip(resident, self._plan(resident))}
         return report
 
-    def _open(self, ref: SegmentRef) -> SegmentRunner:
-        return SegmentRunner(ref.spec, ref.path)
-
     def _swap_seconds(self, before: tuple[SegmentRef, ...], added: tuple[SegmentRef, ...],
                       opening_s: float) -> float:
         """One host transaction per new model plus every byte that newly enters the cache."""
@@ -102,24 +135,16 @@ class SimulatedEdgeTPU(Device):
         self._wait(seconds, opening_s)
         return seconds
 
-    def _wait(self, modelled_s: float, spent_s: float) -> None:
-        if self.clock == 'wall':
-            if spent_s > modelled_s:
-                self.overruns += 1
-            else:
-                time.sleep(modelled_s - spent_s)
+    def invocation_s(self, ref: SegmentRef) -> float:
+        return self._invoke_s[ref.key]
 
     def invoke(self, ref: SegmentRef, x: np.ndarray) -> Invocation:
-        runner = self.runner(ref)
+        self.runner(ref)  # not loaded: that error first, as before any injected one
         if self._failing_after is not None:
             if self._failing_after == 0:
                 raise DeviceError(self.name, 'simulated failure (injected)')
             self._failing_after -= 1
-        start = time.perf_counter()
-        output = self._run(runner, ref, x)
-        seconds = self._invoke_s[ref.key]
-        self._wait(seconds, time.perf_counter() - start)
-        return Invocation(output, seconds, seconds * self.active_power_w)
+        return super().invoke(ref, x)
 
     def estimate_ms(self, segments: Sequence[SegmentRef]) -> tuple[float, ...]:
         """Modelled time of each segment with these segments (and only these) resident."""

@@ -26,12 +26,10 @@ Numbers and their standing:
 from __future__ import annotations
 
 from dataclasses import dataclass
-import time
 from typing import Optional, Sequence
 
-from dyn_perception.runtime.devices.base import Device, Invocation, SegmentRef
-from dyn_perception.runtime.segment import SegmentRunner
-import numpy as np
+from dyn_perception.runtime.devices.base import SegmentRef
+from dyn_perception.runtime.devices.simulated import ModelledDevice
 
 HOST_MACS_PER_S = 300e6 / 0.122  # Coral table 1, Embedded CPU, MobileNet v2 224
 HOST_CORE_ACTIVE_W = 3.407 - 2.556  # Embedded Artists, i.MX 8M: memtester minus idle
@@ -59,7 +57,7 @@ class HostCPUModel:
         return self.median_s(ref) * max(spread, 1.0)
 
 
-class ModelledHostCPU(Device):
+class ModelledHostCPU(ModelledDevice):
     """
     One host core running LiteRT (real results) with the embedded host's modelled clock.
 
@@ -72,30 +70,14 @@ class ModelledHostCPU(Device):
     def __init__(self, name: str = 'host0', model: Optional[HostCPUModel] = None,
                  clock: str = 'virtual'):
         self.model = model or HostCPUModel()
-        super().__init__(name, self.model.active_w, 0.0)
-        if clock not in ('virtual', 'wall'):
-            raise ValueError(f'{name}: clock must be virtual or wall, got {clock!r}')
-        self.clock = clock
-
-    @property
-    def virtual(self) -> bool:
-        return self.clock == 'virtual'
-
-    def _open(self, ref: SegmentRef) -> SegmentRunner:
-        return SegmentRunner(ref.spec, ref.path)
+        super().__init__(name, self.model.active_w, 0.0, clock)
 
     def _swap_seconds(self, before: tuple[SegmentRef, ...], added: tuple[SegmentRef, ...],
                       opening_s: float) -> float:
         return opening_s
 
-    def invoke(self, ref: SegmentRef, x: np.ndarray) -> Invocation:
-        runner = self.runner(ref)
-        start = time.perf_counter()
-        output = self._run(runner, ref, x)
-        seconds = self.model.median_s(ref)
-        if self.clock == 'wall':
-            time.sleep(max(0.0, seconds - (time.perf_counter() - start)))
-        return Invocation(output, seconds, seconds * self.active_power_w)
+    def invocation_s(self, ref: SegmentRef) -> float:
+        return self.model.median_s(ref)
 
     def estimate_ms(self, segments: Sequence[SegmentRef]) -> tuple[float, ...]:
         return tuple(1e3 * self.model.median_s(ref) for ref in segments)
