@@ -324,7 +324,9 @@ def test_a_silent_label_publisher_holds_one_frame_not_every_frame(graph):
     wait_for(lambda: len(harness.results) >= 7)
     harness.send(3)
     wait_for(lambda: len(harness.results) >= 10)
-    assert all(r['correct'] is not None for r in harness.results[7:])
+    # (A frame best effort lost in DDS on a loaded host gets a record with no stamp: it never
+    # arrived, so it has no label to pair with.)
+    assert all(r['correct'] is not None for r in harness.results[7:] if r['stamp'] is not None)
 
 
 def model_copy(tmp_path, how: str) -> str:
