@@ -1,6 +1,7 @@
 # Copyright 2026 dyn_perception maintainers. Apache-2.0.
 """The energy manager's policy: bounds, hysteresis, persistence, swap cost; readings; battery."""
 
+from dataclasses import replace
 import math
 
 from dyn_perception.runtime.energy import (
@@ -55,6 +56,21 @@ def test_high_cpu_load_steps_one_mode_down_with_a_band():
     assert policy.update(1.0, 0.1, cpu_load=0.95) == 'critical'
     assert policy.update(2.0, 0.9, cpu_load=0.75) == 'balanced'  # inside the band: still high
     assert policy.update(3.0, 0.9, cpu_load=0.69) == 'performance'
+
+
+def test_high_cpu_load_never_steps_into_a_mode_that_loads_the_cpu_more():
+    """Stepping from a mode that drives TPUs into one on a host core would add host load."""
+    cpu = {'performance': 0.03, 'balanced': 0.14, 'eco': 0.02, 'critical': 0.01}
+    costs = {m: ModeCost(p, 0.9, host_cpu=c) for (m, c), p in zip(cpu.items(), (4, 3, 2, 1))}
+    policy = ModePolicy(PolicyConfig(**QUICK), costs=costs)
+    assert policy.update(0.0, 0.9, cpu_load=0.95) == 'eco'  # skips balanced (0.14 > 0.03)
+    assert policy.target(0.9, load_high=True) == 2
+    costs['eco'] = costs['critical'] = ModeCost(1.0, 0.9, host_cpu=0.2)
+    held = ModePolicy(PolicyConfig(**QUICK), costs=costs)
+    assert held.update(0.0, 0.9, cpu_load=0.95) == 'performance'  # none leaves the CPU more
+    unknown = ModePolicy(PolicyConfig(**QUICK), costs={m: ModeCost(p, 0.9) for m, p in zip(
+        cpu, (4, 3, 2, 1))})
+    assert unknown.update(0.0, 0.9, cpu_load=0.95) == 'balanced'  # no CPU figure: one down
 
 
 def test_flapping_charge_and_load_switch_at_most_once():
@@ -197,3 +213,41 @@ def test_an_accuracy_budget_cuts_the_step_into_a_lossy_mode_short():
     assert 100.0 < budget_s < free_s  # longer than performance fixed, shorter than no budget
     with pytest.raises(ValueError, match='max_mean_loss'):
         PolicyConfig(max_mean_loss=-0.5)
+
+
+def test_the_accuracy_budget_charges_a_mode_its_loss_bound_not_its_point():
+    """Eco's point loses 0.9 (within 1.0), its calibrated 95% bound 1.5: the bound decides."""
+    points = {'performance': ModeCost(1.0, 0.94), 'balanced': ModeCost(0.5, 0.935),
+              'eco': ModeCost(0.2, 0.931), 'critical': ModeCost(0.2, 0.931)}
+    bounds = {m: replace(c, loss_bound=b) for (m, c), b in zip(
+        points.items(), (0.0, 0.008, 0.015, 0.015))}
+    results = {}
+    for name, costs in (('points', points), ('bounds', bounds)):
+        policy = ModePolicy(PolicyConfig(**QUICK, rate_window_s=4.0, max_mean_loss=1.0),
+                            costs=costs)
+        results[name] = _discharge(policy, costs)[2]
+        assert policy.loss(2) == pytest.approx(0.009 if name == 'points' else 0.015)
+    assert results['points'].count('eco') > results['bounds'].count('eco')
+    assert results['bounds'].count('balanced') > results['points'].count('balanced')
+    # Held to the end, the bounds' time-weighted mean stays within the budget.
+    loss = [bounds[m].loss_bound for m in results['bounds']]
+    assert sum(loss) / len(loss) <= 0.01 + 1e-3
+
+
+def test_the_front_records_the_host_cpu_each_configuration_takes():
+    """Host-core configurations take the whole model's time; TPU ones the invocations' driving."""
+    from dyn_perception.runtime.artifacts import load_manifest, load_profile
+    from dyn_perception.runtime.devices import calibrated_timing
+    from dyn_perception.runtime.energy.front import configurations, EMBEDDED_HOST, HOST_ACTIVE_W
+    manifest, profile = load_manifest('fmnist_eenet'), load_profile('fmnist_eenet')
+    found = configurations(manifest, profile, manifest.default_policy, 1)
+    on_host = [c for c in found if c.num_tpus == 0]
+    on_tpu = [c for c in found if c.num_tpus == 1]
+    assert on_host and on_tpu
+    for c in on_host:
+        assert c.active_energy_j == pytest.approx(c.host_s * EMBEDDED_HOST.active_w)
+    overhead = calibrated_timing('usb').overhead_s
+    for c in on_tpu:  # at least the first segment is driven, at most all three
+        assert overhead <= c.host_s <= 3 * overhead
+        assert c.active_energy_j > c.host_s * HOST_ACTIVE_W
+    assert found[0].cost(30.0).host_cpu == pytest.approx(30.0 * found[0].host_s)

@@ -59,8 +59,9 @@ class EnergyManager(Node):
             Param('model', '', 'model whose mode costs (manifest mode_configs) make switching '
                   'swap-aware; empty: switch on bounds alone'),
             Param('max_mean_loss', -1.0,
-                  'accuracy points the run may lose on average against the first mode (needs '
-                  'model); a step down that would exceed it is cut short; negative: no budget',
+                  'accuracy points the run may lose on average (each mode charged its '
+                  'calibrated 95% loss bound, needs model); a step down that would exceed it '
+                  'is cut short; negative: no budget',
                   low=-1.0, high=100.0),
             Param('period_s', 1.0, 'seconds between mode publications', low=0.05, high=60.0),
         ), self._validate, self._apply)

@@ -73,6 +73,7 @@ class Configuration:
     wake_energy_j: float = 0.0
     mode: Optional[str] = None
     loss_bound: Optional[float] = None
+    host_s: Optional[float] = None  # host core busy per frame: the whole model, or driving TPUs
 
     def energy_per_frame_j(self, fps: float) -> float:
         return self.active_energy_j + self.idle_power_w / fps
@@ -82,7 +83,8 @@ class Configuration:
 
     def cost(self, fps: float) -> ModeCost:
         return ModeCost(self.power_w(fps), self.accuracy, self.swap_s, self.swap_energy_j,
-                        self.num_tpus, self.wake_s, self.wake_energy_j)
+                        self.num_tpus, self.wake_s, self.wake_energy_j, self.loss_bound,
+                        None if self.host_s is None else self.host_s * fps)
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> 'Configuration':
@@ -126,12 +128,13 @@ def configurations(manifest: Manifest, profile: Profile, policy: str, max_tpus: 
                     swap_j += load * power.active_w * len(stage.devices)
                 active = sum(r * 1e-3 * t * (power.active_w - power.idle_w) for r, t in
                              zip(reach, ms))
-                driving = sum(reach) * timing.overhead_s * HOST_ACTIVE_W
+                driving_s = sum(reach) * timing.overhead_s
                 found.append(Configuration(
-                    vp.name, policy, point.thresholds, n, point.accuracy, active + driving,
-                    n * power.idle_w, _p99_ms(ms, exit_segments, point.exit_rates),
-                    max(swap_s), swap_j, power.wake_s, power.wake_s * power.active_w,
-                    point.mode, point.loss_bound))
+                    vp.name, policy, point.thresholds, n, point.accuracy,
+                    active + driving_s * HOST_ACTIVE_W, n * power.idle_w,
+                    _p99_ms(ms, exit_segments, point.exit_rates), max(swap_s), swap_j,
+                    power.wake_s, power.wake_s * power.active_w, point.mode, point.loss_bound,
+                    driving_s))
     return found
 
 
@@ -140,12 +143,13 @@ def _on_host(host: HostCPUModel, refs: Sequence, reach: Sequence[float],
              power: PowerModel) -> Configuration:
     """Cost one setting on one host core with every TPU off (the wake is per TPU woken)."""
     median = [host.median_s(r) for r in refs]
-    active = sum(r * t * host.active_w for r, t in zip(reach, median))
+    busy_s = sum(r * t for r, t in zip(reach, median))
     p99 = [1e3 * host.p99_s(r) for r in refs]
-    return Configuration(variant, policy, point.thresholds, 0, point.accuracy, active, 0.0,
+    return Configuration(variant, policy, point.thresholds, 0, point.accuracy,
+                         busy_s * host.active_w, 0.0,
                          _p99_ms(p99, exit_segments, point.exit_rates), 0.0, 0.0,
                          power.wake_s, power.wake_s * power.active_w, point.mode,
-                         point.loss_bound)
+                         point.loss_bound, busy_s)
 
 
 def _p99_ms(ms: Sequence[float], exit_segments: Sequence[int],

@@ -2,8 +2,10 @@
 The energy manager's mode policy: charge and CPU load in, the operating mode out.
 
 Each mode may run while the state of charge is at or above its bound (``min_charge``); a high
-CPU load takes one mode more frugal, to leave the CPU to others. Readings are noisy and a
-mode switch is not free (a model swap on a TPU takes time and energy, and frames wait or drop
+CPU load takes one mode more frugal, to leave the CPU to others: with mode costs, the next
+more frugal one that uses less of the host's CPU (``ModeCost.host_cpu``), since a mode that
+runs the model on a host core frees the TPUs but loads the CPU more than one that drives them.
+Readings are noisy and a mode switch is not free (a model swap on a TPU takes time and energy, and frames wait or drop
 meanwhile), so the policy is deliberate about switching:
 
 - Charge and load are smoothed (exponential, time constants ``charge_tau_s``, ``load_tau_s``).
@@ -18,10 +20,14 @@ meanwhile), so the policy is deliberate about switching:
   the energy saved over that time exceeds the swap's energy, up only when the frames gained in
   accuracy exceed those the swap loses. A step down that does not pay skips to a more frugal
   mode that does (it would be left again almost at once), and to the last mode when none does.
-- With mode costs and ``max_mean_loss`` (accuracy points) set, the run's mean expected
-  accuracy loss against the first mode is a budget: a step down is taken only into a mode
-  that, held until the battery is empty, keeps the mean since the start within it; when the
-  mode the bounds call for does not, the most frugal one between that does is taken, or none.
+- With mode costs and ``max_mean_loss`` (accuracy points) set, the run's mean accuracy loss
+  is a budget: a step down is taken only into a mode that, held until the battery is empty,
+  keeps the mean since the start within it; when the mode the bounds call for does not, the
+  most frugal one between that does is taken, or none. A mode's loss is its calibrated upper
+  confidence bound (``ModeCost.loss_bound``, against the unpruned network's final exit, the
+  reference of every mode's own budget) where known: a budget spent on validation point
+  estimates is broken about half the time by their sampling error alone. Without a bound,
+  the point estimate against the first mode.
   The bounds still decide when to step down; the budget decides how far. Without it a
   discharge spends its last, longest part in the most frugal mode whatever that loses.
 """
@@ -92,7 +98,10 @@ class ModeCost:
     ``power_w``: perception's mean power in the mode (devices and host share, at the frame
     rate); ``accuracy``: expected (0-1); ``swap_s`` / ``swap_energy_j``: loading its segments
     onto its ``tpus`` powered TPUs, frames wait or drop meanwhile; ``wake_s`` /
-    ``wake_energy_j``: what each TPU that must be powered on for it adds.
+    ``wake_energy_j``: what each TPU that must be powered on for it adds; ``loss_bound``: the
+    upper confidence bound (0-1) of its accuracy loss against the unpruned network's final
+    exit, from the calibration (None: unknown); ``host_cpu``: the host CPU it takes, in cores
+    (busy seconds per second; None: unknown).
     """
 
     power_w: float
@@ -102,6 +111,8 @@ class ModeCost:
     tpus: int = 1
     wake_s: float = 0.0
     wake_energy_j: float = 0.0
+    loss_bound: Optional[float] = None
+    host_cpu: Optional[float] = None
 
     def swap_from(self, other: 'ModeCost') -> tuple[float, float]:
         """Return (seconds, joules) of switching into this mode from ``other``."""
@@ -198,11 +209,13 @@ class ModePolicy:
         return max(self.charge - self.config.min_charge[index], 0.0) / rate
 
     def loss(self, index: int) -> float:
-        """Return the accuracy (0-1) mode ``index`` is expected to lose against the first."""
+        """Give the loss (0-1) the budget charges a mode: its bound where known, else its point."""
         if self.costs is None:
             return 0.0
-        best = self.costs[self.config.modes[0]].accuracy
-        return max(best - self.costs[self.config.modes[index]].accuracy, 0.0)
+        cost = self.costs[self.config.modes[index]]
+        if cost.loss_bound is not None:
+            return max(cost.loss_bound, 0.0)
+        return max(self.costs[self.config.modes[0]].accuracy - cost.accuracy, 0.0)
 
     def within_budget(self, index: int) -> bool:
         """Tell whether holding mode ``index`` until empty keeps the run's mean loss in budget."""
@@ -234,7 +247,14 @@ class ModePolicy:
         """Return the mode index the charge and load call for, ignoring hysteresis."""
         bounds = self.config.min_charge
         index = next((i for i, bound in enumerate(bounds) if charge >= bound), len(bounds) - 1)
-        return min(index + 1, len(bounds) - 1) if load_high else index
+        if not load_high:
+            return index
+        cpu = [None if self.costs is None else self.costs[m].host_cpu for m in self.config.modes]
+        if cpu[index] is None:
+            return min(index + 1, len(bounds) - 1)
+        # The first more frugal mode that leaves the CPU more; none: the charge's own.
+        return next((i for i in range(index + 1, len(bounds))
+                     if cpu[i] is not None and cpu[i] < cpu[index]), index)
 
     def update(self, now: float, charge: Optional[float] = None,
                cpu_load: Optional[float] = None) -> str:
