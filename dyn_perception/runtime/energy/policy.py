@@ -5,8 +5,8 @@ Each mode may run while the state of charge is at or above its bound (``min_char
 CPU load takes one mode more frugal, to leave the CPU to others: with mode costs, the next
 more frugal one that uses less of the host's CPU (``ModeCost.host_cpu``), since a mode that
 runs the model on a host core frees the TPUs but loads the CPU more than one that drives them.
-Readings are noisy and a mode switch is not free (a model swap on a TPU takes time and energy, and frames wait or drop
-meanwhile), so the policy is deliberate about switching:
+Readings are noisy and a mode switch is not free (a model swap on a TPU takes time and energy,
+and frames wait or drop meanwhile), so the policy is deliberate about switching:
 
 - Charge and load are smoothed (exponential, time constants ``charge_tau_s``, ``load_tau_s``).
 - Both have a hysteresis band: stepping back up needs the charge to clear the mode's bound by
@@ -209,7 +209,7 @@ class ModePolicy:
         return max(self.charge - self.config.min_charge[index], 0.0) / rate
 
     def loss(self, index: int) -> float:
-        """Give the loss (0-1) the budget charges a mode: its bound where known, else its point."""
+        """Give what the budget charges a mode (0-1): its loss bound if known, else its point."""
         if self.costs is None:
             return 0.0
         cost = self.costs[self.config.modes[index]]
