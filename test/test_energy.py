@@ -3,12 +3,21 @@
 
 from dataclasses import replace
 import math
+import shutil
 
+from dyn_perception.runtime.artifacts import (
+    ArtifactError, load_manifest, load_profile, resolve_model_dir
+)
+from dyn_perception.runtime.devices import calibrated_timing
 from dyn_perception.runtime.energy import (
     ModeCost, ModePolicy, PolicyConfig, ReadingGuard, SimulatedBattery
 )
+from dyn_perception.runtime.energy.front import (
+    configurations, EMBEDDED_HOST, HOST_ACTIVE_W, load_mode_costs
+)
 from dyn_perception.runtime.modes import load_modes
 import pytest
+import yaml
 
 QUICK = {'min_dwell_s': 0.0, 'down_persist_s': 0.0, 'charge_tau_s': 0.0, 'load_tau_s': 0.0}
 
@@ -236,9 +245,6 @@ def test_the_accuracy_budget_charges_a_mode_its_loss_bound_not_its_point():
 
 def test_the_front_records_the_host_cpu_each_configuration_takes():
     """Host-core configurations take the whole model's time; TPU ones the invocations' driving."""
-    from dyn_perception.runtime.artifacts import load_manifest, load_profile
-    from dyn_perception.runtime.devices import calibrated_timing
-    from dyn_perception.runtime.energy.front import configurations, EMBEDDED_HOST, HOST_ACTIVE_W
     manifest, profile = load_manifest('fmnist_eenet'), load_profile('fmnist_eenet')
     found = configurations(manifest, profile, manifest.default_policy, 1)
     on_host = [c for c in found if c.num_tpus == 0]
@@ -251,3 +257,16 @@ def test_the_front_records_the_host_cpu_each_configuration_takes():
         assert overhead <= c.host_s <= 3 * overhead
         assert c.active_energy_j > c.host_s * HOST_ACTIVE_W
     assert found[0].cost(30.0).host_cpu == pytest.approx(30.0 * found[0].host_s)
+
+
+@pytest.mark.parametrize('field, value', [
+    ('accuracy', 'high'), ('accuracy', 1.5), ('power_w', None), ('active_energy_j', -1.0),
+    ('host_s', float('nan')), ('num_tpus', 1.5), ('loss_bound', [0.1])])
+def test_a_hand_edited_mode_config_is_refused_naming_the_mode(tmp_path, field, value):
+    model = tmp_path / 'mnist_blenet'
+    shutil.copytree(resolve_model_dir('mnist_blenet'), model)
+    manifest = yaml.safe_load((model / 'manifest.yaml').read_text())
+    manifest['mode_configs']['policies'][manifest['default_policy']]['eco'][field] = value
+    (model / 'manifest.yaml').write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ArtifactError, match=r'mode_configs\.\w+\.eco'):
+        load_mode_costs(model, [m.name for m in load_modes()], 30.0)

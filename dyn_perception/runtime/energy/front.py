@@ -30,6 +30,7 @@ mapping in the manifest (``mode_configs``) and the front in the profile (``front
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -75,6 +76,25 @@ class Configuration:
     loss_bound: Optional[float] = None
     host_s: Optional[float] = None  # host core busy per frame: the whole model, or driving TPUs
 
+    def __post_init__(self) -> None:
+        """Refuse what a hand-edited manifest could hold that the policy cannot cost."""
+        def number(value) -> bool:
+            return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value) and value >= 0)
+
+        names = ('active_energy_j', 'idle_power_w', 'p99_ms', 'swap_s', 'swap_energy_j',
+                 'wake_s', 'wake_energy_j')
+        bad = [n for n in names if not number(getattr(self, n))]
+        bad += [n for n in ('loss_bound', 'host_s')
+                if getattr(self, n) is not None and not number(getattr(self, n))]
+        if not (number(self.accuracy) and self.accuracy <= 1):
+            bad.append('accuracy (0-1)')
+        if not isinstance(self.num_tpus, int) or isinstance(self.num_tpus, bool) \
+                or self.num_tpus < 0:
+            bad.append('num_tpus (an integer >= 0)')
+        if bad:
+            raise ValueError(f'not a finite number >= 0: {", ".join(bad)}')
+
     def energy_per_frame_j(self, fps: float) -> float:
         return self.active_energy_j + self.idle_power_w / fps
 
@@ -90,7 +110,7 @@ class Configuration:
     def from_dict(cls, data: dict, where: str) -> 'Configuration':
         try:
             return cls(**{**data, 'thresholds': tuple(data['thresholds'])})
-        except (TypeError, KeyError) as err:
+        except (TypeError, KeyError, ValueError) as err:
             raise ArtifactError(f'{where}: not a valid configuration ({err})') from err
 
 
