@@ -139,3 +139,39 @@ def test_the_accuracy_budget_is_set_like_ros2_param_set_and_needs_a_model(manage
         executor.shutdown()
         client.destroy_node()
         thread.join(timeout=5)
+
+
+def test_a_high_cpu_load_never_steps_into_a_mode_on_the_host_core(manager):
+    """
+    fmnist_eenet_patch: balanced drives a TPU (0.02 cores), eco and critical run on a host core.
+
+    A loaded host at a charge that calls for balanced keeps balanced with the model's costs;
+    without them the load takes one mode down, into eco.
+    """
+    outside, process = manager
+    client = ParameterClient()
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        result = client.set_values('energy_manager', model='fmnist_eenet_patch')[0]
+        assert result.successful, result.reason
+
+        def feed(seconds: float) -> None:
+            for _ in range(int(seconds / 0.05)):
+                outside.battery.publish(BatteryState(percentage=0.5))
+                outside.load.publish(Float32(data=0.97))
+                time.sleep(0.05)
+
+        feed(3.0)  # past the dwell (1 s) and the persistence (1 s) of a step down
+        assert outside.modes[-1] == 'balanced'
+        assert outside.diagnostics[-1]['cpu_load_high'] == 'True'
+        assert client.set_values('energy_manager', model='')[0].successful
+        feed(3.0)
+        wait_for(lambda: outside.modes[-1:] == ['eco'], timeout=5.0)
+        assert process.poll() is None
+    finally:
+        executor.shutdown()
+        client.destroy_node()
+        thread.join(timeout=5)
