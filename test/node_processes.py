@@ -8,16 +8,19 @@ launch file's description) gives them, and are started as their console scripts 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 import os
 import subprocess
 import sys
+import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from dyn_perception.bringup import load_graph, NodeSpec
 from lint_targets import PACKAGE_ROOT
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 
@@ -72,3 +75,18 @@ class ParameterClient(Node):
         response = self._call(GetParameters, f'/{node}/get_parameters',
                               GetParameters.Request(names=[name]))
         return parameter_value_to_python(response.values[0])
+
+
+@contextmanager
+def spinning(node: Node) -> Iterator[Node]:
+    """Spin ``node`` on an executor thread of its own; shut down and destroy it on leaving."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        thread.join(timeout=5)

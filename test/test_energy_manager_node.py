@@ -11,14 +11,12 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from node_processes import ParameterClient
+from node_processes import ParameterClient, spinning
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState
 from std_msgs.msg import Float32, String
@@ -56,12 +54,7 @@ def manager():
                '-p', 'period_s:=0.2', '-p', 'min_dwell_s:=1.0', '-p', 'down_persist_s:=1.0']
     process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    with rclpy.init():
-        outside = Outside()
-        executor = SingleThreadedExecutor()
-        executor.add_node(outside)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
+    with rclpy.init(), spinning(Outside()) as outside:
         try:
             wait_for(lambda: outside.diagnostics and outside.battery.get_subscription_count()
                      and outside.load.get_subscription_count())
@@ -69,9 +62,6 @@ def manager():
         finally:
             process.send_signal(signal.SIGINT)
             output = process.communicate(timeout=10)[0]
-            executor.shutdown()
-            outside.destroy_node()
-            thread.join(timeout=5)
     assert process.returncode == 0, output
 
 
@@ -113,12 +103,7 @@ def test_bad_readings_are_counted_never_read_as_full(manager):
 
 def test_the_accuracy_budget_is_set_like_ros2_param_set_and_needs_a_model(manager):
     outside, process = manager
-    client = ParameterClient()
-    executor = SingleThreadedExecutor()
-    executor.add_node(client)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
+    with spinning(ParameterClient()) as client:
         alone = client.set_values('energy_manager', max_mean_loss=1.0)[0]
         assert not alone.successful and 'needs model' in alone.reason
         assert client.get_value('energy_manager', 'max_mean_loss') == -1.0
@@ -135,10 +120,6 @@ def test_the_accuracy_budget_is_set_like_ros2_param_set_and_needs_a_model(manage
         latest = [d for d in outside.diagnostics if 'expected_mean_loss_points' in d][-1]
         assert float(latest['expected_mean_loss_points']) == 0.0  # performance loses nothing
         assert process.poll() is None
-    finally:
-        executor.shutdown()
-        client.destroy_node()
-        thread.join(timeout=5)
 
 
 def test_a_high_cpu_load_never_steps_into_a_mode_on_the_host_core(manager):
@@ -149,12 +130,7 @@ def test_a_high_cpu_load_never_steps_into_a_mode_on_the_host_core(manager):
     without them the load takes one mode down, into eco.
     """
     outside, process = manager
-    client = ParameterClient()
-    executor = SingleThreadedExecutor()
-    executor.add_node(client)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
+    with spinning(ParameterClient()) as client:
         result = client.set_values('energy_manager', model='fmnist_eenet_patch')[0]
         assert result.successful, result.reason
 
@@ -171,7 +147,3 @@ def test_a_high_cpu_load_never_steps_into_a_mode_on_the_host_core(manager):
         feed(3.0)
         wait_for(lambda: outside.modes[-1:] == ['eco'], timeout=5.0)
         assert process.poll() is None
-    finally:
-        executor.shutdown()
-        client.destroy_node()
-        thread.join(timeout=5)

@@ -7,14 +7,13 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from dyn_perception.runtime.energy.meters import find_meters
+from node_processes import spinning
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -87,12 +86,7 @@ def test_system_monitor_reports_measured_beside_modelled_energy(tmp_path):
                '-p', 'period_s:=0.3', '-p', f'sysfs_root:={tmp_path}']
     process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with rclpy.init():
-        node = Listener()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
+    with rclpy.init(), spinning(Listener()) as node:
         try:
             deadline = time.monotonic() + 20
             while not (node.status and node.results.get_subscription_count()):
@@ -115,7 +109,4 @@ def test_system_monitor_reports_measured_beside_modelled_energy(tmp_path):
         finally:
             process.send_signal(signal.SIGINT)
             output = process.communicate(timeout=10)[0]
-            executor.shutdown()
-            node.destroy_node()
-            thread.join(timeout=5)
     assert process.returncode == 0, output
