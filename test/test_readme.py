@@ -18,14 +18,12 @@ import shlex
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 from lint_targets import PACKAGE_ROOT
-from node_processes import node_environment, wait_for
+from node_processes import node_environment, spinning, wait_for
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 
 README = PACKAGE_ROOT / 'README.md'
@@ -85,16 +83,8 @@ def results():
         seen = []
         node.create_subscription(String, 'perception/result',
                                  lambda m: seen.append(json.loads(m.data)), 100)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
-        try:
+        with spinning(node):
             yield seen
-        finally:
-            executor.shutdown()
-            node.destroy_node()
-            thread.join(timeout=5)
 
 
 @pytest.mark.parametrize('command', BRINGUP)

@@ -12,15 +12,13 @@ import json
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 from dyn_perception.bringup import load_graph
 from dyn_perception.runtime.artifacts import MANIFEST_FILE, PROFILE_FILE, resolve_model_dir
-from node_processes import node_environment, ParameterClient, start, wait_for
+from node_processes import node_environment, ParameterClient, spinning, start, wait_for
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -47,16 +45,8 @@ def ros():
                                    lambda m: heard['energy_mode'].append(m.data), 10)
         client.create_subscription(String, 'perception/result',
                                    lambda m: heard['results'].append(json.loads(m.data)), 100)
-        executor = SingleThreadedExecutor()
-        executor.add_node(client)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
-        try:
+        with spinning(client):
             yield client, heard
-        finally:
-            executor.shutdown()
-            client.destroy_node()
-            thread.join(timeout=5)
 
 
 def running(client, names, timeout: float = 30.0) -> None:
