@@ -2,24 +2,26 @@
 Battery life: the energy manager's policy against the mode fixed at ``performance``.
 
 Closed loop in virtual time: the labelled Fashion-MNIST test split replayed at ``--fps`` (30)
-through the pipeline on simulated Edge TPUs or on one modelled host core (LiteRT computes
-every result; time and energy come from the models, ``devices.timing``, ``devices.power`` and
-``energy.host_cpu``), a simulated battery drained every second by what the devices report
-(active energy of invocations and swaps, idle energy of powered TPUs, nothing for TPUs that
-are off, the host core's busy energy) plus the host's share of each TPU invocation and the
-robot's base load, and ``runtime.energy.ModePolicy`` deciding from the battery's charge. Each
-mode runs its configuration from the manifest's ``mode_configs`` (the front); TPUs a mode does
-not use are powered off once they hold nothing, and pay a wake and a reload when a mode needs
-them again; a switch between the host core and TPUs builds a new pipeline, as the node does.
+through ``PerceptionEngine`` (what the perception node runs, here with ``clock='virtual'``) on
+simulated Edge TPUs or on one modelled host core (LiteRT computes every result; time and
+energy come from the models, ``devices.timing``, ``devices.power`` and ``energy.host_cpu``), a
+simulated battery drained every second by what the devices report (active energy of
+invocations and swaps, idle energy of powered TPUs, nothing for TPUs that are off, the host
+core's busy energy) plus the host's share of each TPU invocation and the robot's base load,
+and ``runtime.energy.ModePolicy`` deciding from the battery's charge. The engine applies each
+mode as the node does: its configuration from the manifest's ``mode_configs`` (the front),
+TPUs it does not use powered off once they hold nothing (and woken, paying the wake and a
+reload, when a mode needs them again), a new pipeline for a change between the host core and
+TPUs.
 
 Runs: the policy (with ``--accuracy-budget``, its ``max_mean_loss``) and ``performance``
 fixed, without base load (targets: battery_life_ratio >= 1.5, battery_accuracy_loss_points <=
 1.0) and at ``--base-load-w`` (reported); the policy without a budget; ``performance`` as the
-front picks it among TPU configurations only, alone and with the whole pool powered (the
-baselines before the host core and before TPUs were powered by need). The base-load runs use a
-battery scaled so that ``performance`` lasts as long as without base load. Each mode is also
-run fixed over ``--calibration-frames`` frames to measure its power and accuracy on this
-stream; from those the offline best fixed schedule (it knows the future: the mix of at most
+front picks it among TPU configurations only, on its own TPU count and on every TPU of the
+pool (the baselines before the host core and before TPUs were powered by need). The base-load
+runs use a battery scaled so that ``performance`` lasts as long as without base load. Each
+mode is also run fixed over ``--calibration-frames`` frames to measure its power and accuracy
+on this stream; from those the offline best fixed schedule (it knows the future: the mix of at most
 two modes that lasts longest at the policy's mean accuracy) gives the ratio of the policy's
 life to the best possible. Accuracy counts every frame of the run; a dropped frame is wrong.
 The battery is small (``--capacity-j``, default 300 J: about 40 minutes of virtual time in
@@ -37,15 +39,14 @@ from typing import Callable, Optional
 from _paths import ROOT
 from dyn_perception.runtime.artifacts import load_manifest, load_profile
 from dyn_perception.runtime.datasets import load_dataset
-from dyn_perception.runtime.devices import calibrated_timing, SimulatedEdgeTPU
+from dyn_perception.runtime.devices import calibrated_timing
 from dyn_perception.runtime.devices.power import PowerLedger, PowerModel
 from dyn_perception.runtime.energy import ModePolicy, PolicyConfig, SimulatedBattery
 from dyn_perception.runtime.energy.front import (
     choose_modes, Configuration, configurations, HOST_ACTIVE_W, read_mode_configs
 )
-from dyn_perception.runtime.energy.host_cpu import ModelledHostCPU
 from dyn_perception.runtime.modes import load_modes
-from dyn_perception.runtime.pipeline import Pipeline
+from dyn_perception.runtime.perception import PerceptionEngine, PerceptionSettings
 from dyn_perception.runtime.pipeline.results import OK, PipelineStats
 import numpy as np
 from report import format_table, write_json
@@ -77,119 +78,98 @@ class Run:
 
 
 class Loop:
-    """One model on a pool of simulated TPUs and a host core, with a battery, one second a step."""
+    """One model through the perception engine in virtual time, with a battery, a second a step."""
 
     def __init__(self, model: str, pool: int, fps: float, images: np.ndarray,
                  labels: np.ndarray):
         self.manifest = load_manifest(model)
         _, policies = read_mode_configs(model)
         self.configs = policies[self.manifest.default_policy]
-        self.pool, self.fps = pool, fps
+        self.model, self.pool, self.fps = model, pool, fps
         self.images, self.labels = images, labels
         self.timing = calibrated_timing('usb')
         self.power = PowerModel.of(self.timing)
 
-    def _pipeline(self, config: Configuration, tpus: list, host: ModelledHostCPU) -> Pipeline:
-        """Build the pipeline of ``config``: on the host core when it powers no TPU."""
-        devices = tpus if config.num_tpus else [host]
-        return Pipeline(self.manifest, devices, variant=config.variant, policy=config.policy,
-                        thresholds=list(config.thresholds),
-                        num_devices=max(config.num_tpus, 1), admission='drop_oldest')
+    def settings(self, mode: str, fixed: Optional[Configuration] = None,
+                 tpus: Optional[int] = None) -> PerceptionSettings:
+        """
+        Give the perception node's settings for ``mode``: it runs its front configuration.
+
+        ``fixed`` instead runs that configuration's variant and thresholds on every one of
+        ``tpus`` TPUs (its own count by default): the rule before modes came from the front.
+        """
+        if fixed is None:
+            return PerceptionSettings(model=self.model, backend='sim-edgetpu',
+                                      num_tpus=self.pool, mode=mode)
+        return PerceptionSettings(model=self.model, backend='sim-edgetpu',
+                                  num_tpus=tpus or fixed.num_tpus, mode=mode,
+                                  policy=fixed.policy, variant=fixed.variant,
+                                  thresholds=tuple(fixed.thresholds))
 
     def run(self, name: str, battery: Optional[SimulatedBattery], decide: Callable,
             max_s: float = float('inf'), progress: Optional[tqdm] = None,
-            pool_powered: bool = False, configs: Optional[dict] = None) -> Run:
+            fixed: Optional[Configuration] = None, tpus: Optional[int] = None) -> Run:
         """
         Run until the battery is empty (or ``max_s``); ``decide(t, charge)`` gives the mode.
 
-        ``pool_powered`` keeps every TPU of the pool on, as before TPUs were powered by need;
-        ``configs`` replaces the manifest's mode -> configuration mapping. A switch between
-        the host and TPUs builds a new pipeline, as the perception node does: the old one
-        finishes its frames, and a TPU that was off pays its wake on its first load.
+        Frames go through ``PerceptionEngine`` as the node's do, mode changes are applied as
+        the node applies them (``check``, then ``apply``), and its diagnostics period powers
+        unused TPUs down; ``fixed`` and ``tpus`` as in :meth:`settings`.
         """
-        configs = configs or self.configs
         run = Run(name)
         mode = decide(0.0, battery.charge if battery else 1.0)
-        config = configs[mode]
-        tpus = [SimulatedEdgeTPU(f'tpu{i}', self.timing, power=self.power)
-                for i in range(self.pool)]
-        host = ModelledHostCPU('host0')
+        retired: list[PipelineStats] = []
+        second_correct = [0]
+
+        def collect(record: dict, _image) -> None:
+            if record['status'] == OK:
+                run.correct += record['correct']
+                second_correct[0] += record['correct']
+                run.latencies.setdefault(record['mode'], []).append(1e-3 * record['latency_ms'])
+
+        engine = PerceptionEngine(self.settings(mode, fixed, tpus), collect, clock='virtual',
+                                  on_retired=retired.append)
         ledger = PowerLedger(self.power)
-        for i, device in enumerate(tpus):
-            ledger.set_powered(device.name, pool_powered or i < config.num_tpus, 0.0)
-            if not ledger.is_on(device.name):
-                device.power_off()
-        pipeline = self._pipeline(config, tpus, host)
-        retired: list = []  # statistics of pipelines replaced by a rebuild
-        modes_of = {pipeline.config.version: mode}
         frame, spent, second = 0, 0.0, 0
         while True:
+            for device in engine.tpus:
+                ledger.set_powered(device.name, not device.off, float(second))
             start = float(second)
             for k in range(int(self.fps)):
                 i = frame % len(self.images)
-                pipeline.submit((frame, int(self.labels[i])), self.images[i],
-                                at=start + k / self.fps)
+                engine.submit(self.images[i], (second, k), int(self.labels[i]),
+                              at=start + k / self.fps)
                 frame += 1
             second += 1
-            pipeline.advance(float(second))
-            correct = self._collect(pipeline.poll(), modes_of, run)
+            engine.advance(float(second))
+            engine.power_down_unused()  # what the node's diagnostics period does
             now = float(second)
-            for i, device in enumerate(tpus):  # power off what holds nothing or is not used
-                idle = not device.resident or not config.num_tpus
-                if ledger.is_on(device.name) and i >= config.num_tpus and idle \
-                        and not pool_powered:
-                    device.power_off()
-                    ledger.set_powered(device.name, False, now)
-            total = self._energy([*retired, pipeline.stats()], tpus, ledger, now)
+            total = self._energy([*retired, engine.stats()], engine.tpus, ledger, now)
             charge = battery.drain(total - spent, 1.0) if battery else 1.0
             spent = total
-            run.timeline.append((now, charge, mode, correct / self.fps))
+            run.timeline.append((now, charge, mode, second_correct[0] / self.fps))
+            second_correct[0] = 0
             if progress is not None:
                 progress.update(1)
             if (battery is not None and battery.empty) or now >= max_s:
                 break
             wanted = decide(now, charge)
             if wanted != mode:
-                old, (mode, config) = config, (wanted, configs[wanted])
-                for i in range(config.num_tpus):
-                    ledger.set_powered(tpus[i].name, True, now)
-                if bool(old.num_tpus) != bool(config.num_tpus):
-                    retired.append(self._retire(pipeline, modes_of, run))
-                    pipeline = self._pipeline(config, tpus, host)
-                    pipeline.advance(now)  # its loads (and wakes) overlap the old frames
-                    modes_of = {}
-                else:
-                    pipeline.set_mode(variant=config.variant, policy=config.policy,
-                                      thresholds=list(config.thresholds),
-                                      num_devices=max(config.num_tpus, 1))
-                modes_of[pipeline.config.version] = mode
+                settings = self.settings(wanted, fixed, tpus)
+                problem = engine.check(settings)
+                if problem:
+                    raise RuntimeError(f'{name}: the engine refused {wanted}: {problem}')
+                engine.apply(settings)
+                mode = wanted
                 run.switches += 1
-        devices = [d for stats in (*retired, pipeline.stats()) for d in stats.devices]
+        devices = [d for stats in (*retired, engine.stats()) for d in stats.devices]
         run.life_s, run.frames, run.energy_j = float(second), frame, spent
         run.swaps = sum(d.loads for d in devices)
         run.wakes = ledger.wakes
+        engine.close()
         return run
 
-    def _retire(self, pipeline: Pipeline, modes_of: dict, run: Run) -> PipelineStats:
-        """Let a replaced pipeline finish its frames; return its final statistics."""
-        pipeline.drain()
-        self._collect(pipeline.poll(), modes_of, run)
-        stats = pipeline.stats()
-        pipeline.close()
-        return stats
-
-    def _collect(self, results: list, modes_of: dict, run: Run) -> int:
-        correct = 0
-        for result in results:
-            if result.status == OK:
-                hit = result.class_id == result.frame_id[1]
-                correct += hit
-                mode = modes_of.get(result.config_version, '?')
-                run.latencies.setdefault(mode, []).append(result.latency_s)
-        run.correct += correct
-        return correct
-
-    def _energy(self, stats: list, tpus: list, ledger: PowerLedger, now: float) -> float:
+    def _energy(self, stats: list, tpus: tuple, ledger: PowerLedger, now: float) -> float:
         """Active energy (invocations, swaps, wakes; TPUs and host), TPU idle, TPU driving."""
         total, working = 0.0, dict.fromkeys((d.name for d in tpus), 0.0)
         for pipeline in stats:
@@ -297,11 +277,11 @@ def main(argv: Optional[list] = None) -> int:
             if not label:
                 runs['performance_tpu'] = loop.run(
                     'performance on TPUs', SimulatedBattery(capacity, base_power_w=base),
-                    lambda t, c: 'performance', progress=bar, configs=on_tpus)
+                    lambda t, c: 'performance', progress=bar, fixed=on_tpus['performance'])
                 runs['pool_powered'] = loop.run(
                     'performance on TPUs, pool powered',
                     SimulatedBattery(capacity, base_power_w=base), lambda t, c: 'performance',
-                    progress=bar, pool_powered=True, configs=on_tpus)
+                    progress=bar, fixed=on_tpus['performance'], tpus=args.num_tpus)
             runs['policy' + label] = loop.run(
                 'energy policy' + label, SimulatedBattery(capacity, base_power_w=base),
                 policy_decider(modes, costs, capacity, args.fps, budget), progress=bar)

@@ -172,3 +172,48 @@ def test_a_mode_runs_its_front_configuration_and_powers_unused_tpus_down(tmp_pat
         assert cpu.pipeline.config.variant.name == 'slim'
     finally:
         cpu.close()
+
+
+def test_in_virtual_time_a_host_mode_keeps_the_tpus_off_and_coming_back_pays_the_wake(tmp_path):
+    """The battery bench's engine: same TPUs across host <-> TPU rebuilds, wakes charged."""
+    model = tmp_path / 'tiny_eenet'
+    shutil.copytree(FIXTURE / 'tiny_eenet', model)
+    _mode_configs(model, {'performance': ('base', 2, (0.5, 0.6)),
+                          'balanced': ('base', 1, (0.7, 0.8)),
+                          'eco': ('slim', 1, (0.9, 1.0)),
+                          'critical': ('slim', 0, (1.1, 1.2))})
+    records, retired = [], []
+    engine = PerceptionEngine(PerceptionSettings(model=str(model), backend='sim-edgetpu',
+                                                 num_tpus=2, mode='critical'),
+                              lambda record, image: records.append(record), clock='virtual',
+                              on_retired=retired.append)
+    frames = np.load(FIXTURE / 'frames.npy')[:10]
+    try:
+        # Started on the host core: the board's TPUs exist, powered off.
+        assert [d.kind for d in engine.pipeline.devices] == ['host_cpu']
+        tpus = engine.tpus
+        assert len(tpus) == 2 and all(t.off for t in tpus)
+        for i, frame in enumerate(frames):
+            engine.submit(frame, (0, i), 0, at=0.1 * i)
+        engine.advance(1.0)
+        assert len(records) == 10 and {r['mode'] for r in records} == {'critical'}
+        assert engine.check(replace(engine.settings, mode='eco')) is None
+        engine.apply(replace(engine.settings, mode='eco'))
+        assert engine.pipeline.devices[0] is tpus[0] and not tpus[0].off
+        assert tpus[1].off  # eco uses one TPU: the other stays off
+        assert len(retired) == 1 and retired[0].devices[0].kind == 'host_cpu'
+        # The woken TPU paid the wake (1 s at active power) on top of its load.
+        assert engine.stats().devices[0].load_s >= tpus[0].power.wake_s
+        for i, frame in enumerate(frames):
+            engine.submit(frame, (1, i), 0, at=1.0 + 0.1 * i)
+        engine.advance(3.0)
+        assert len(records) == 20 and {r['mode'] for r in records[10:]} == {'eco'}
+        # Back to the host: the TPU is powered off again once the old pipeline is done.
+        engine.apply(replace(engine.settings, mode='critical'))
+        assert all(t.off for t in tpus) and len(retired) == 2
+        with pytest.raises(ValueError, match='virtual time needs backend sim-edgetpu'):
+            PerceptionEngine(PerceptionSettings(model=str(model), backend='litert'),
+                             lambda r, i: None, clock='virtual')
+        assert 'sim-edgetpu' in engine.check(replace(engine.settings, backend='litert'))
+    finally:
+        engine.close()

@@ -22,6 +22,13 @@ mode change between the host and TPUs. ``check``
 builds it beside the running one, profile and every segment of its variant loaded on its
 devices, and refuses the change with the reason when any of that fails; ``apply`` then swaps
 it in, and the old pipeline finishes the frames it holds in the background and is closed.
+The TPUs (and the host core) are kept across a change between the host and TPUs, as the
+hardware is: the TPUs idle while a mode runs on the host core are powered off, and the mode
+that needs them again pays their wake and reload.
+
+``clock='virtual'`` (simulated devices only) runs the same engine in virtual time, as the
+battery benchmark does: ``submit(..., at=t)`` and ``advance(t)`` instead of waiting, and an
+old pipeline finishes its frames at once instead of in the background.
 
 Result record schema ``dyn_perception/result/1`` (JSON object):
     schema, frame (sequence number), stamp [sec, nanosec] (null for a frame that never
@@ -44,9 +51,10 @@ from typing import Any, Callable, Optional
 from dyn_perception.runtime.artifacts import (
     load_manifest, Manifest, MANIFEST_FILE, PROFILE_FILE, resolve_model_dir
 )
-from dyn_perception.runtime.devices.base import DeviceUnavailable
+from dyn_perception.runtime.devices.base import Device, DeviceUnavailable
 from dyn_perception.runtime.devices.edgetpu import list_edge_tpus
 from dyn_perception.runtime.devices.factory import BACKENDS, make_devices
+from dyn_perception.runtime.devices.simulated import CLOCKS
 from dyn_perception.runtime.energy.front import Configuration, mode_configs_of
 from dyn_perception.runtime.energy.host_cpu import ModelledHostCPU
 from dyn_perception.runtime.exits import get_policy
@@ -55,6 +63,7 @@ from dyn_perception.runtime.pipeline.results import DROPPED, FrameResult, OK, Pi
 import numpy as np
 
 RESULT_SCHEMA = 'dyn_perception/result/1'
+VIRTUAL_BACKEND = 'virtual time needs backend sim-edgetpu (its devices have a modelled clock)'
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,19 @@ class PerceptionEngine:
 
     def __init__(self, settings: PerceptionSettings,
                  on_record: Callable[[dict, Optional[np.ndarray]], None],
-                 keep_images: bool = False, accuracy_window: int = 500):
+                 keep_images: bool = False, accuracy_window: int = 500, clock: str = 'wall',
+                 on_retired: Optional[Callable[[PipelineStats], None]] = None):
+        if clock not in CLOCKS:
+            raise ValueError(f'clock must be one of {CLOCKS}, got {clock!r}')
+        if clock == 'virtual' and settings.backend != 'sim-edgetpu':
+            raise ValueError(VIRTUAL_BACKEND)
+        self.clock = clock
+        self.on_retired = on_retired  # a replaced pipeline's final statistics
+        self._now = 0.0  # virtual time reached
+        # Devices kept across a change between host and TPUs: (backend, count) -> TPUs, and
+        # backend -> the host core.
+        self._tpus: Optional[tuple[tuple, list[Device]]] = None
+        self._host: Optional[tuple[str, Device]] = None
         self.on_record = on_record
         self.keep_images = keep_images
         self._lock = threading.Lock()
@@ -134,6 +155,7 @@ class PerceptionEngine:
         self._retiring: list[threading.Thread] = []
         self._built: Optional[_Built] = None
         self._built = self._build(settings)
+        self._power_off_spare()
 
     @property
     def pipeline(self) -> Pipeline:
@@ -143,12 +165,19 @@ class PerceptionEngine:
     def manifest(self) -> Manifest:
         return self._built.manifest
 
+    @property
+    def tpus(self) -> tuple[Device, ...]:
+        """Give the TPUs kept for the backend and count, powered or not (none on a CPU one)."""
+        return tuple(self._tpus[1]) if self._tpus is not None else ()
+
     # -- settings ------------------------------------------------------------------------
 
     def check(self, settings: PerceptionSettings) -> Optional[str]:
         """Say why ``settings`` cannot run (None when they can); nothing is changed."""
         if settings.backend not in BACKENDS:
             return f'backend must be one of {", ".join(BACKENDS)}'
+        if self.clock == 'virtual' and settings.backend != 'sim-edgetpu':
+            return VIRTUAL_BACKEND
         try:
             manifest, configs = ((self.manifest, self._built.configs)
                                  if settings.model == self.settings.model
@@ -196,10 +225,13 @@ class PerceptionEngine:
             with self._power, self._swap:
                 old, self._built = self._built, built
                 self.settings = settings
-            retire = threading.Thread(target=self._retire, args=(old.pipeline,), daemon=True,
-                                      name='pipeline-retire')
-            self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
-            retire.start()
+            if self.clock == 'virtual':
+                self._retire(old.pipeline)
+            else:
+                retire = threading.Thread(target=self._retire, args=(old.pipeline,),
+                                          daemon=True, name='pipeline-retire')
+                self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
+                retire.start()
         else:
             with self._power:
                 self.pipeline.set_mode(**self._mode_arguments(settings, self.manifest, config,
@@ -207,19 +239,47 @@ class PerceptionEngine:
                 self.settings = settings
         self.power_down_unused()
 
-    @staticmethod
-    def _retire(pipeline: Pipeline, timeout: float = 10.0) -> None:
+    def _retire(self, pipeline: Pipeline, timeout: float = 10.0) -> None:
         """Let an old pipeline finish the frames it holds, then release its devices."""
         try:
             pipeline.drain(timeout=timeout)
         except (TimeoutError, PipelineError):
             pass  # its frames are abandoned, as on close
         pipeline.close()
+        if self.on_retired is not None:
+            self.on_retired(pipeline.stats())
+        self._power_off_spare()
 
     def _discard_candidate(self) -> None:
         if self._candidate is not None:
             self._candidate.pipeline.close()
             self._candidate = None
+            self._power_off_spare()
+
+    def _power_off_spare(self) -> None:
+        """Power off the kept TPUs the running pipeline does not use (it runs on the host)."""
+        me = threading.current_thread()
+        if any(t.is_alive() and t is not me for t in self._retiring):
+            return  # an old pipeline still finishes frames there; its retirement comes back
+        with self._power:
+            if self._tpus is None or self._built is None or self._built.pipeline is None:
+                return
+            running = {id(d) for d in self._built.pipeline.devices}
+            for device in self._tpus[1]:
+                if id(device) not in running and hasattr(device, 'power_off') \
+                        and not getattr(device, 'off', False):
+                    device.power_off()
+
+    def _kept(self, devices: list[Device]) -> list[Device]:
+        """Hand kept devices to a new pipeline once no old one still finishes frames on them."""
+        for thread in self._retiring:
+            thread.join()
+        self._retiring = []
+        return devices
+
+    def _in_use(self, devices: list[Device]) -> bool:
+        running = self._built.pipeline.devices if self._built and self._built.pipeline else ()
+        return any(d is r for d in devices for r in running)
 
     @staticmethod
     def _variant_name(settings: PerceptionSettings, manifest: Manifest) -> str:
@@ -279,21 +339,37 @@ class PerceptionEngine:
         return {'variant': config.variant, 'policy': config.policy,
                 'thresholds': list(config.thresholds), 'num_devices': count}
 
-    @staticmethod
-    def _devices(settings: PerceptionSettings, on_host: bool) -> list:
+    def _devices(self, settings: PerceptionSettings, on_host: bool) -> list:
         """
         Open the TPUs of ``settings``, or one host core when the mode powers none.
 
-        An explicit ``edgetpu`` backend must have its TPUs attached even while the mode runs
-        on the host: a later mode needs them, and the setting is refused now, not then.
+        The devices the running pipeline does not use are kept from the last pipeline that
+        had them, when backend and count are the same: a change between host and TPUs
+        meets the same TPUs again (powered off meanwhile: the wake is paid). An explicit
+        ``edgetpu`` backend must have its TPUs attached even while the mode runs on the
+        host: a later mode needs them, and the setting is refused now, not then.
         """
         if not on_host:
-            return make_devices(settings.backend, settings.num_tpus, clock='wall')
+            key = (settings.backend, settings.num_tpus)
+            if self._tpus is not None and self._tpus[0] == key and not self._in_use(
+                    self._tpus[1]):
+                return self._kept(self._tpus[1])
+            self._tpus = (key, make_devices(settings.backend, settings.num_tpus,
+                                            clock=self.clock))
+            return self._tpus[1]
         if settings.backend == 'edgetpu' and len(list_edge_tpus()) < settings.num_tpus:
             raise DeviceUnavailable(f'fewer than {settings.num_tpus} Edge TPUs attached')
-        if settings.backend == 'sim-edgetpu':
-            return [ModelledHostCPU('host0', clock='wall')]
-        return make_devices('litert', 1)
+        if settings.backend == 'sim-edgetpu' and self._tpus is None:
+            # The simulated board has its TPUs from the start: off while on the host core.
+            self._tpus = ((settings.backend, settings.num_tpus),
+                          make_devices(settings.backend, settings.num_tpus, clock=self.clock))
+        if self._host is not None and self._host[0] == settings.backend and not self._in_use(
+                [self._host[1]]):
+            return self._kept([self._host[1]])
+        host = (ModelledHostCPU('host0', clock=self.clock) if settings.backend == 'sim-edgetpu'
+                else make_devices('litert', 1)[0])
+        self._host = (settings.backend, host)
+        return [host]
 
     def power_down_unused(self) -> int:
         """
@@ -358,6 +434,8 @@ class PerceptionEngine:
         except PipelineError:
             pipeline.close()
             raise
+        if self.clock == 'virtual':
+            pipeline.advance(self._now)  # its loads (and wakes) overlap the old one's frames
         for device in devices[arguments['num_devices']:]:
             if hasattr(device, 'power_off'):
                 device.power_off()  # a new pipeline's unused devices never loaded
@@ -366,16 +444,32 @@ class PerceptionEngine:
     # -- frames --------------------------------------------------------------------------
 
     def submit(self, image: np.ndarray, stamp: tuple[int, int],
-               ground_truth: Optional[int] = None, held_s: float = 0.0) -> int:
-        """Queue one RGB (or grey) uint8 frame that arrived ``held_s`` ago; return its number."""
+               ground_truth: Optional[int] = None, held_s: float = 0.0,
+               at: Optional[float] = None) -> int:
+        """
+        Queue one RGB (or grey) uint8 frame that arrived ``held_s`` ago; return its number.
+
+        ``at``: its arrival in virtual time (``clock='virtual'`` only); a frame that arrives
+        while the pipeline still loads waits for it, and that wait counts in its latency.
+        """
+        if at is not None:
+            ready = self.pipeline.now
+            held_s, at = held_s + max(ready - at, 0.0), max(at, ready)
         with self._lock:
             frame = self._next_frame
             self._next_frame += 1
             self._frames[frame] = FrameInfo(stamp, ground_truth,
                                             image if self.keep_images else None, held_s)
         with self._swap:
-            self.pipeline.submit(frame, image)
+            self.pipeline.submit(frame, image, at=at)
         return frame
+
+    def advance(self, until: float) -> None:
+        """Let virtual time run to ``until`` seconds (``clock='virtual'`` only)."""
+        if self.clock != 'virtual':
+            raise ValueError('advance() is for an engine in virtual time')
+        self._now = max(self._now, until)
+        self.pipeline.advance(self._now)
 
     def record_not_received(self, count: int, reason: str) -> None:
         """Give each of ``count`` frames that never reached the node a ``dropped`` record."""

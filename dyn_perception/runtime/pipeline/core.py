@@ -302,6 +302,12 @@ class Pipeline:
         with self._executor.lock:
             return self._engine.config
 
+    @property
+    def now(self) -> float:
+        """Seconds on the pipeline's clock (virtual time, or wall time since it started)."""
+        with self._executor.lock:
+            return self._executor.now
+
     def stats(self) -> PipelineStats:
         with self._executor.lock:
             return self._engine.stats(self._executor.now)
