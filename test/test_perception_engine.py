@@ -105,13 +105,19 @@ def _mode_configs(model, chosen):
     (model / 'manifest.yaml').write_text(yaml.safe_dump(manifest, sort_keys=False))
 
 
-def test_a_mode_runs_its_front_configuration_and_powers_unused_tpus_down(tmp_path):
+def _front_model(tmp_path):
+    """The fixture model with a front: two TPUs, one, one on the slim variant, the host core."""
     model = tmp_path / 'tiny_eenet'
     shutil.copytree(FIXTURE / 'tiny_eenet', model)
     _mode_configs(model, {'performance': ('base', 2, (0.5, 0.6)),
                           'balanced': ('base', 1, (0.7, 0.8)),
                           'eco': ('slim', 1, (0.9, 1.0)),
                           'critical': ('slim', 0, (1.1, 1.2))})
+    return model
+
+
+def test_a_mode_runs_its_front_configuration_and_powers_unused_tpus_down(tmp_path):
+    model = _front_model(tmp_path)
     records, done = [], threading.Condition()
 
     def on_record(record, image):
@@ -176,12 +182,7 @@ def test_a_mode_runs_its_front_configuration_and_powers_unused_tpus_down(tmp_pat
 
 def test_in_virtual_time_a_host_mode_keeps_the_tpus_off_and_coming_back_pays_the_wake(tmp_path):
     """The battery bench's engine: same TPUs across host <-> TPU rebuilds, wakes charged."""
-    model = tmp_path / 'tiny_eenet'
-    shutil.copytree(FIXTURE / 'tiny_eenet', model)
-    _mode_configs(model, {'performance': ('base', 2, (0.5, 0.6)),
-                          'balanced': ('base', 1, (0.7, 0.8)),
-                          'eco': ('slim', 1, (0.9, 1.0)),
-                          'critical': ('slim', 0, (1.1, 1.2))})
+    model = _front_model(tmp_path)
     records, retired = [], []
     engine = PerceptionEngine(PerceptionSettings(model=str(model), backend='sim-edgetpu',
                                                  num_tpus=2, mode='critical'),
