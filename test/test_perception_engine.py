@@ -106,7 +106,7 @@ def _mode_configs(model, chosen):
 
 
 def _front_model(tmp_path):
-    """The fixture model with a front: two TPUs, one, one on the slim variant, the host core."""
+    """Copy the fixture model and give it a front: 2 TPUs, 1, 1 on the slim variant, the host."""
     model = tmp_path / 'tiny_eenet'
     shutil.copytree(FIXTURE / 'tiny_eenet', model)
     _mode_configs(model, {'performance': ('base', 2, (0.5, 0.6)),
