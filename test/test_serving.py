@@ -334,6 +334,24 @@ def test_partition_check_accepts_whatever_the_gang_test_accepts():
     assert gang > 100
 
 
+def test_a_refused_stream_is_named_once_with_the_reason_when_another_stream_fails():
+    # On one TPU a 400 Hz stream leaves no room for 'front': the packing fails at 'front',
+    # but the stream refused is the one that does not fit. Before the fix the reason read
+    # "stream busy: stream front: ...", as if 'busy' were refused because of 'front'.
+    busy = {'name': 'busy', 'model': 'fmnist_eenet', 'rate_hz': 400}
+    server = StreamServer(streams('partitioned', tpus=1, extra=[busy]), modelled(1),
+                          mode='performance', modes=MODES)
+    late = StreamSpec('late', 'fmnist_eenet', 1 / 400, 1 / 400, {'performance': 0.93})
+    with pytest.raises(ServingError) as refused:
+        server.add_stream(late)
+    for name, reason in (('busy', server.rejections['busy']), ('late', str(refused.value)),
+                         ('late', server.rejections['late'])):
+        assert reason.startswith(f'stream {name}: not admitted; ') and reason.count(name) == 1
+        assert 'stream front fails: no partition has room' in reason
+        assert not reason.removeprefix(f'stream {name}: ').startswith('stream ')
+    assert set(server.admitted.plans) == {'front', 'side', 'rear'}
+
+
 @pytest.mark.parametrize('dispatch', ['global', 'partitioned'])
 def test_a_set_over_the_pool_even_at_least_demand_is_refused_before_any_search(dispatch):
     server = StreamServer(streams(dispatch, tpus=2), modelled(2), mode='performance',
