@@ -121,12 +121,11 @@ def _exit_head(shape: tuple[int, int, int], classes: int = 1000) -> list[Layer]:
                   c * classes + 4 * classes)]
 
 
-def large_model() -> ServedModel:
+def large_model(directory=ROOT / 'out' / LARGE) -> ServedModel:
     """Describe MobileNetV2-EE w2 by its layers: 4 segments, exits after stages 2, 4."""
     # Block indices where segments end: stage 2 ends at block 7, stage 4 at 14; the final
     # part is cut once more so that 4 TPUs can hold a stage each.
     cuts = ((0, 7, True), (7, 14, True), (14, 17, False), (17, 19, True))
-    directory = ROOT / 'out' / LARGE
     variants, profiles = [], []
     for name, keep in (('base', 1.0), ('p30', 0.7), ('p50', 0.5)):
         blocks = large_blocks(keep=keep)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from fractions import Fraction
+import itertools
 import math
 from typing import Optional, Sequence
 
@@ -238,8 +239,15 @@ class Planner:
             # Cheapest first can strand TPUs; least TPU demand first packs tighter.
             parts = self._pack(streams, built, tasks, verdicts, mode,
                                lambda o: (o.width * o.wcet, o.energy_per_job))
-            if isinstance(parts, ServingError):
-                raise parts
+        for layout in self._layouts(tasks) if isinstance(parts, ServingError) else ():
+            # Both greedy packings open partitions as they go; a fixed layout sized by the
+            # streams' least demand per width is packed next (few layouts, see _layouts).
+            packed = self._pack_layout(streams, built, tasks, verdicts, mode, layout)
+            if not isinstance(packed, ServingError):
+                parts = packed
+                break
+        if isinstance(parts, ServingError):
+            raise parts
         for part in parts:
             for i in list(part):
                 for option in sorted(tasks[i].admissible(self.tpus),
@@ -277,6 +285,56 @@ class Planner:
             parts.append({i: fresh})
             free -= fresh.width
         return parts
+
+    def _layouts(self, tasks) -> list[tuple[int, ...]]:
+        """
+        Partition widths to try, from the least-demand option of every stream.
+
+        At its least-demand option a stream needs C / T of one partition of that width: a
+        width whose streams need U in total gets floor(U) or ceil(U) partitions (a fraction
+        left over goes to another width's partitions, at another option), and TPUs left over
+        become partitions of width 1.  Layouts over the pool are skipped; widest first.
+        """
+        need: dict[int, Fraction] = {}
+        for t in tasks:
+            least = min(t.admissible(self.tpus), key=lambda o: (o.width * o.wcet, o.width))
+            need[least.width] = need.get(least.width, 0) + Fraction(least.wcet, t.period)
+        widths = sorted(need, reverse=True)
+        layouts = []
+        for counts in itertools.product(*({math.floor(need[w]), math.ceil(need[w])}
+                                          for w in widths)):
+            layout = [w for w, n in zip(widths, counts) for _ in range(n)]
+            if sum(layout) <= self.tpus and layout:
+                layout += [1] * (self.tpus - sum(layout))
+                if layout not in layouts:
+                    layouts.append(layout)
+        return [tuple(layout) for layout in layouts]
+
+    def _pack_layout(self, streams, built, tasks, verdicts, mode: str,
+                     layout: Sequence[int]) -> list[dict[int, Option]] | ServingError:
+        """
+        Place streams into fixed partitions of ``layout``'s widths; the partitions or why not.
+
+        Streams by decreasing least TPU demand, each at its options in order of demand
+        (width x C), first fit over the partitions of that width.  Empty partitions are
+        dropped (their TPUs stay idle).
+        """
+        slots: list[tuple[int, dict[int, Option]]] = [(w, {}) for w in layout]
+        demand = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
+                  for t in tasks]
+        for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
+            options = sorted(tasks[i].admissible(self.tpus),
+                             key=lambda o: (o.width * o.wcet, o.energy_per_job))
+            placed = next(((part, option) for option in options for width, part in slots
+                           if width == option.width
+                           and self._partition(verdicts, built, tasks, {**part, i: option})),
+                          None)
+            if placed is None:
+                return refusal(streams[i].spec.name,
+                               f'no partition of the layout {"+".join(map(str, layout))} '
+                               f'takes it in mode {mode}')
+            placed[0][i] = placed[1]
+        return [part for _, part in slots if part]
 
     def _partition(self, verdicts: dict, built, tasks, members: dict[int, Option]):
         """Plans, tasks and verdict of one partition's members (None: rejected), memoised."""
