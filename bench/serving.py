@@ -442,9 +442,10 @@ def main(argv=None) -> int:
           row['partitioned'] / row[f'width{best_width}'] if row[f'width{best_width}']
           else math.inf if row['partitioned'] else math.nan,
           f"{row['global']}/{row['global_tried']}"] for u, row in levels.items()]))
-    print(f"demand-feasible sets (necessary for any admission): {feasible_sets}, a ceiling "
-          f"of {results['serving_admission_gain_ceiling']:.2f} on the gain; of them refused by "
-          f"partitioned admission: {results['serving_sets_feasible_refused']}")
+    ceiling, refused = (results[k] for k in ('serving_admission_gain_ceiling',
+                                             'serving_sets_feasible_refused'))
+    print(f'demand-feasible sets (necessary for any admission): {feasible_sets}, a ceiling '
+          f'of {ceiling:.2f} on the gain; of them refused by partitioned admission: {refused}')
     print(f'sets some fixed width admits and the search refuses: {fixed_only}; of the '
           f"{glob['tried']} sets tried globally, partitioned dispatch admits "
           f'{partitioned_of_global}')

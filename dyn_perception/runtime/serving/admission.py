@@ -288,12 +288,15 @@ class Planner:
 
     def _layouts(self, tasks) -> list[tuple[int, ...]]:
         """
-        Partition widths to try, from the least-demand option of every stream.
+        Partition widths to try: first from the least-demand option of every stream, then all.
 
         At its least-demand option a stream needs C / T of one partition of that width: a
         width whose streams need U in total gets floor(U) or ceil(U) partitions (a fraction
         left over goes to another width's partitions, at another option), and TPUs left over
-        become partitions of width 1.  Layouts over the pool are skipped; widest first.
+        become partitions of width 1; layouts over the pool are skipped.  Then every other
+        split of the pool into the widths the options offer (15 for 8 TPUs and widths 1 to
+        4): a partition's busy window, not only its utilisation, limits what it holds
+        (D < T, jobs of C up to 15 ms), so the least-demand sizing is a guess.
         """
         need: dict[int, Fraction] = {}
         for t in tasks:
@@ -308,6 +311,10 @@ class Planner:
                 layout += [1] * (self.tpus - sum(layout))
                 if layout not in layouts:
                     layouts.append(layout)
+        offered = sorted({o.width for t in tasks for o in t.admissible(self.tpus)}, reverse=True)
+        for layout in _splits(self.tpus, offered):
+            if list(layout) not in layouts:
+                layouts.append(list(layout))
         return [tuple(layout) for layout in layouts]
 
     def _pack_layout(self, streams, built, tasks, verdicts, mode: str,
@@ -505,6 +512,14 @@ class Planner:
 def refusal(stream: str, reason: str) -> ServingError:
     """Build a refusal that leads with the stream it names (and keeps the name apart)."""
     return ServingError(f'stream {stream}: {reason}', stream)
+
+
+def _splits(total: int, widths: Sequence[int]) -> list[tuple[int, ...]]:
+    """List the ways to cut ``total`` TPUs into partitions of ``widths`` (widest first)."""
+    if total < min(widths, default=1):
+        return [()]  # fewer TPUs left than any partition needs: they stay idle
+    return [(w, *rest) for k, w in enumerate(widths) if w <= total
+            for rest in _splits(total - w, widths[k:])]
 
 
 def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> tuple:
