@@ -121,12 +121,11 @@ def _exit_head(shape: tuple[int, int, int], classes: int = 1000) -> list[Layer]:
                   c * classes + 4 * classes)]
 
 
-def large_model() -> ServedModel:
+def large_model(directory=ROOT / 'out' / LARGE) -> ServedModel:
     """Describe MobileNetV2-EE w2 by its layers: 4 segments, exits after stages 2, 4."""
     # Block indices where segments end: stage 2 ends at block 7, stage 4 at 14; the final
     # part is cut once more so that 4 TPUs can hold a stage each.
     cuts = ((0, 7, True), (7, 14, True), (14, 17, False), (17, 19, True))
-    directory = ROOT / 'out' / LARGE
     variants, profiles = [], []
     for name, keep in (('base', 1.0), ('p30', 0.7), ('p50', 0.5)):
         blocks = large_blocks(keep=keep)
@@ -240,7 +239,8 @@ def designer_limits(planner: Planner, served, mode: str):
 
 
 def admits(planner: Planner, dispatch: str, served, mode: str, **limits) -> bool:
-    admit = planner.admit_partitioned if dispatch == 'partitioned' else planner.admit_global
+    admit = {'partitioned': planner.admit_partitioned, 'global': planner.admit_global,
+             'necessary': planner.necessary}[dispatch]
     try:
         admit(served, mode, **limits)
         return True
@@ -324,7 +324,11 @@ def main(argv=None) -> int:
                  'designer': [], 'ratios': []} for d in ('partitioned', 'global')}
     baseline = dict.fromkeys(range(1, 5), 0)
     # Per load level: sets, streams, and sets admitted by each search.
-    levels = {u: {'sets': 0, 'streams': 0, 'partitioned': 0, 'global': 0, 'global_tried': 0,
+    # 'feasible': sets that pass the necessary conditions of any admission (each stream alone
+    # meets its deadline, the least-demand options fit the pool); 'feasible_refused': of
+    # those, the sets partitioned admission refuses.
+    levels = {u: {'sets': 0, 'streams': 0, 'feasible': 0, 'feasible_refused': 0,
+                  'partitioned': 0, 'global': 0, 'global_tried': 0,
                   **{f'width{w}': 0 for w in baseline}} for u in LOADS}
     # Sets some fixed width admits and the search refuses (its greedy is not exhaustive), and
     # the sets tried globally that partitioned dispatch admits.
@@ -347,6 +351,8 @@ def main(argv=None) -> int:
             baseline[width] += fixed
             row[f'width{width}'] += fixed
             fixed_any |= fixed
+        feasible = admits(planner, 'necessary', served, mode)
+        row['feasible'] += feasible
         points, widths = designer_limits(planner, served, mode)
         for dispatch, record in stats.items():
             # Global admission is the costly search: every GLOBAL_EVERY-th set only.
@@ -359,6 +365,7 @@ def main(argv=None) -> int:
             admission_s[dispatch] += time.perf_counter() - clock
             if not admitted:
                 fixed_only += dispatch == 'partitioned' and fixed_any
+                row['feasible_refused'] += dispatch == 'partitioned' and feasible
                 continue
             row[dispatch] += 1
             partitioned_of_global += dispatch == 'partitioned' and not index % GLOBAL_EVERY
@@ -381,6 +388,7 @@ def main(argv=None) -> int:
     energy_ratio = (float(np.mean(part['designer']) / np.mean(part['energy']))
                     if part['energy'] else math.nan)
     fraction = {u: row['partitioned'] / max(1, row['sets']) for u, row in levels.items()}
+    feasible_sets = sum(row['feasible'] for row in levels.values())
     fixed_fraction = {u: row[f'width{best_width}'] / max(1, row['sets'])
                       for u, row in levels.items()}
     results = {
@@ -390,6 +398,9 @@ def main(argv=None) -> int:
         'serving_response_over_bound_max': max(part['over'], glob['over']),
         'serving_energy_ratio': energy_ratio,
         'serving_admission_gain': part['admitted'] / max(1, baseline[best_width]),
+        'serving_sets_demand_feasible': feasible_sets,
+        'serving_admission_gain_ceiling': feasible_sets / max(1, baseline[best_width]),
+        'serving_sets_feasible_refused': sum(row['feasible_refused'] for row in levels.values()),
         'serving_sets': sets,
         'serving_load_levels': list(LOADS),
         'serving_load_half_admitted': half_load(fraction),
@@ -423,13 +434,18 @@ def main(argv=None) -> int:
                          float(np.mean(s['designer']) / np.mean(s['energy']))
                          if s['energy'] else math.nan] for d, s in stats.items()]))
     print(format_table(
-        ['load', 'sets', 'streams', 'chosen', *(f'unpruned w={w}' for w in baseline), 'gain',
-         'global'],
-        [[u, row['sets'], row['streams'] / max(1, row['sets']), fraction[u],
+        ['load', 'sets', 'streams', 'demand-feasible', 'feasible refused', 'chosen',
+         *(f'unpruned w={w}' for w in baseline), 'gain', 'global'],
+        [[u, row['sets'], row['streams'] / max(1, row['sets']),
+          row['feasible'] / max(1, row['sets']), row['feasible_refused'], fraction[u],
           *(row[f'width{w}'] / max(1, row['sets']) for w in baseline),
           row['partitioned'] / row[f'width{best_width}'] if row[f'width{best_width}']
           else math.inf if row['partitioned'] else math.nan,
           f"{row['global']}/{row['global_tried']}"] for u, row in levels.items()]))
+    ceiling, refused = (results[k] for k in ('serving_admission_gain_ceiling',
+                                             'serving_sets_feasible_refused'))
+    print(f'demand-feasible sets (necessary for any admission): {feasible_sets}, a ceiling '
+          f'of {ceiling:.2f} on the gain; of them refused by partitioned admission: {refused}')
     print(f'sets some fixed width admits and the search refuses: {fixed_only}; of the '
           f"{glob['tried']} sets tried globally, partitioned dispatch admits "
           f'{partitioned_of_global}')
@@ -472,6 +488,8 @@ def plot(stats, levels, best_width: int, path: str) -> None:
         axes[1].plot(loads, [levels[u][f'width{w}'] / max(1, levels[u]['sets']) for u in loads],
                      's--' if w == best_width else ':', color='grey', alpha=1 if w == best_width
                      else 0.5, label=f'unpruned, width {w}')
+    axes[1].plot(loads, [levels[u]['feasible'] / max(1, levels[u]['sets']) for u in loads],
+                 '^-', color='C2', alpha=0.6, label='demand-feasible (ceiling of any admission)')
     tried = [u for u in loads if levels[u]['global_tried']]
     axes[1].plot(tried, [levels[u]['global'] / levels[u]['global_tried'] for u in tried], 'x',
                  color='C1', label='chosen, global (few sets)')

@@ -334,6 +334,24 @@ def test_partition_check_accepts_whatever_the_gang_test_accepts():
     assert gang > 100
 
 
+def test_a_refused_stream_is_named_once_with_the_reason_when_another_stream_fails():
+    # On one TPU a 400 Hz stream leaves no room for 'front': the packing fails at 'front',
+    # but the stream refused is the one that does not fit. Before the fix the reason read
+    # "stream busy: stream front: ...", as if 'busy' were refused because of 'front'.
+    busy = {'name': 'busy', 'model': 'fmnist_eenet', 'rate_hz': 400}
+    server = StreamServer(streams('partitioned', tpus=1, extra=[busy]), modelled(1),
+                          mode='performance', modes=MODES)
+    late = StreamSpec('late', 'fmnist_eenet', 1 / 400, 1 / 400, {'performance': 0.93})
+    with pytest.raises(ServingError) as refused:
+        server.add_stream(late)
+    for name, reason in (('busy', server.rejections['busy']), ('late', str(refused.value)),
+                         ('late', server.rejections['late'])):
+        assert reason.startswith(f'stream {name}: not admitted; ') and reason.count(name) == 1
+        assert 'stream front fails: no partition has room' in reason
+        assert not reason.removeprefix(f'stream {name}: ').startswith('stream ')
+    assert set(server.admitted.plans) == {'front', 'side', 'rear'}
+
+
 @pytest.mark.parametrize('dispatch', ['global', 'partitioned'])
 def test_a_set_over_the_pool_even_at_least_demand_is_refused_before_any_search(dispatch):
     server = StreamServer(streams(dispatch, tpus=2), modelled(2), mode='performance',
@@ -380,3 +398,48 @@ def test_global_dispatch_admits_only_what_the_global_test_accepts():
     assert all(admitted.bound_ticks[t.name] >= r
                for t, r in zip(admitted.tasks, verdict.response_times))
     server.close()
+
+
+def test_fixed_layouts_admit_sets_the_greedy_packings_refuse_and_every_partition_passes(tmp_path):
+    # The benchmark's sets at load 1.1 on 8 TPUs, with its MobileNetV2-size model (whose
+    # width-2 gangs need less TPU time than width 1): the greedy packings open partitions as
+    # they go and strand TPUs; the fixed layouts sized by least demand admit more. Whatever
+    # is admitted must be exactly what the uniprocessor NP-FP analysis accepts.
+    import sys
+    from pathlib import Path
+    from dyn_perception.runtime.artifacts import load_manifest, load_profile
+    from dyn_perception.runtime.modes import load_modes
+    from dyn_perception.runtime.scheduling import np_fp_response_times
+    from dyn_perception.runtime.serving import Planner, Served, ServedModel
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
+    import serving as bench
+    models = {n: ServedModel(load_manifest(n), load_profile(n)) for n in bench.SHIPPED}
+    models[bench.LARGE] = bench.large_model(tmp_path / bench.LARGE)
+    device = modelled(1)[0]
+    planner = Planner(device, modelled(1)[0], 8, Dispatch.STRICT, 1e-4, MODES)
+    greedy = Planner(device, modelled(1)[0], 8, Dispatch.STRICT, 1e-4, MODES)
+    greedy._layouts = lambda tasks: []
+    demand = {n: bench.fixed_demand(planner, m) for n, m in models.items()}
+    budgets = {m.name: m.max_accuracy_loss / 100 for m in load_modes()}
+    rng = np.random.default_rng(0)
+    admitted = {'greedy': 0, 'layouts': 0}
+    for _ in range(8):
+        specs, mode, _ = bench.random_set(rng, models, budgets, demand, 1.1 * 8)
+        served = [Served(s, models[s.model]) for s in specs]
+        for name, search in (('greedy', greedy), ('layouts', planner)):
+            try:
+                config = search.admit_partitioned(served, mode)
+            except ServingError:
+                continue
+            admitted[name] += 1
+            used = [d for lane in config.lanes for d in lane.devices]
+            parts = {lane.devices for lane in config.lanes}
+            assert set(used) <= set(range(8)) and sum(map(len, parts)) == len(set(used))
+            for devices in parts:
+                ranked = [(lane, task) for lane, task in zip(config.lanes, config.tasks)
+                          if lane.devices == devices]
+                assert all(lane.width == len(devices) for lane, _ in ranked)
+                verdict = np_fp_response_times([task for _, task in ranked])
+                assert verdict and list(verdict.response_times) == [
+                    config.bound_ticks[lane.stream] for lane, _ in ranked]
+    assert admitted['layouts'] > admitted['greedy']

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from fractions import Fraction
+import itertools
 import math
 from typing import Optional, Sequence
 
@@ -120,10 +121,10 @@ class Planner:
         floor = served.spec.floor(mode, self.modes)
         best = served.model.best_accuracy()
         if floor > best + _EPS:
-            raise ServingError(
-                f'stream {served.spec.name}: accuracy floor {floor:.4f} in mode {mode} is '
-                f'above what any variant of {served.model.name} reaches ({best:.4f}), '
-                f'short by {floor - best:.4f}')
+            raise refusal(served.spec.name,
+                          f'accuracy floor {floor:.4f} in mode {mode} is above what any variant '
+                          f'of {served.model.name} reaches ({best:.4f}), short by '
+                          f'{floor - best:.4f}')
 
     def options(self, served: Served, mode: str, residency: str,
                 union: Optional[tuple[SegmentRef, ...]] = None,
@@ -179,7 +180,8 @@ class Planner:
         if selection.configuration is None:
             stopped = (f'; the search stopped at its budget of {GLOBAL_SEARCH_BUDGET} analyses'
                        if selection.budget_spent else '')
-            raise ServingError(self._overshoot(streams, tasks, mode) + stopped)
+            name, reason = self._overshoot(streams, tasks, mode)
+            raise refusal(name, reason + stopped)
         config = selection.configuration
         lanes, plans, bounds = [], {}, {}
         for index in config.priorities:
@@ -196,6 +198,24 @@ class Planner:
 
     # -- partitioned dispatch ----------------------------------------------------------------
 
+    def necessary(self, streams: Sequence[Served], mode: str, points=None, widths=None):
+        """
+        Apply the necessary conditions of any admission; the options and tasks, or ServingError.
+
+        Options are planned resident and alone, the least C any dispatch can see (a
+        partition adds co-resident streaming, global dispatch adds swaps or nothing): every
+        floor is reachable, every stream alone meets its deadline, and the least-demand
+        options fit the pool.  A set refused here is refused by every admission.
+        """
+        for served in streams:
+            self.floor_check(served, mode)
+        built = [self.options(served, mode, RESIDENT, None, *_limits(served, widths, points))
+                 for served in streams]
+        tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
+        self._check_alone(streams, tasks)
+        self._check_demand(streams, tasks, mode)
+        return built, tasks
+
     def admit_partitioned(self, streams: Sequence[Served], mode: str,
                           points=None, widths=None) -> Admitted:
         """
@@ -211,22 +231,23 @@ class Planner:
         partition's width where that passes.  A partition's verdict is memoised for the
         admission: the packings and the descent ask for the same member sets again.
         """
-        for served in streams:
-            self.floor_check(served, mode)
-        built = [self.options(served, mode, RESIDENT, None, *_limits(served, widths, points))
-                 for served in streams]
-        tasks = [self.stream(served, options) for served, (options, _) in zip(streams, built)]
-        self._check_alone(streams, tasks)
-        self._check_demand(streams, tasks, mode)
+        built, tasks = self.necessary(streams, mode, points, widths)
         # Partition verdicts of this admission, by the members' options.
         verdicts: dict[tuple, object] = {}
         parts = self._pack(streams, built, tasks, verdicts, mode, lambda o: o.energy_per_job)
-        if isinstance(parts, str):
+        if isinstance(parts, ServingError):
             # Cheapest first can strand TPUs; least TPU demand first packs tighter.
             parts = self._pack(streams, built, tasks, verdicts, mode,
                                lambda o: (o.width * o.wcet, o.energy_per_job))
-            if isinstance(parts, str):
-                raise ServingError(parts)
+        for layout in self._layouts(tasks) if isinstance(parts, ServingError) else ():
+            # Both greedy packings open partitions as they go; a fixed layout sized by the
+            # streams' least demand per width is packed next (few layouts, see _layouts).
+            packed = self._pack_layout(streams, built, tasks, verdicts, mode, layout)
+            if not isinstance(packed, ServingError):
+                parts = packed
+                break
+        if isinstance(parts, ServingError):
+            raise parts
         for part in parts:
             for i in list(part):
                 for option in sorted(tasks[i].admissible(self.tpus),
@@ -240,7 +261,7 @@ class Planner:
         return self._partitioned(streams, built, tasks, verdicts, parts, mode)
 
     def _pack(self, streams, built, tasks, verdicts, mode: str,
-              key) -> list[dict[int, Option]] | str:
+              key) -> list[dict[int, Option]] | ServingError:
         """Greedy placement trying options in ``key`` order; the partitions or why not."""
         parts: list[dict[int, Option]] = []
         free = self.tpus
@@ -257,12 +278,70 @@ class Planner:
                 continue
             fresh = next((o for o in options if o.width <= free), None)
             if fresh is None:
-                return (f'stream {streams[i].spec.name}: no partition has room for it in mode '
-                        f'{mode} and {free} of {self.tpus} TPUs are free, fewer than its '
-                        f'narrowest option needs ({min(o.width for o in options)})')
+                return refusal(streams[i].spec.name,
+                               f'no partition has room for it in mode {mode} and {free} of '
+                               f'{self.tpus} TPUs are free, fewer than its narrowest option '
+                               f'needs ({min(o.width for o in options)})')
             parts.append({i: fresh})
             free -= fresh.width
         return parts
+
+    def _layouts(self, tasks) -> list[tuple[int, ...]]:
+        """
+        Partition widths to try: first from the least-demand option of every stream, then all.
+
+        At its least-demand option a stream needs C / T of one partition of that width: a
+        width whose streams need U in total gets floor(U) or ceil(U) partitions (a fraction
+        left over goes to another width's partitions, at another option), and TPUs left over
+        become partitions of width 1; layouts over the pool are skipped.  Then every other
+        split of the pool into the widths the options offer (15 for 8 TPUs and widths 1 to
+        4): a partition's busy window, not only its utilisation, limits what it holds
+        (D < T, jobs of C up to 15 ms), so the least-demand sizing is a guess.
+        """
+        need: dict[int, Fraction] = {}
+        for t in tasks:
+            least = min(t.admissible(self.tpus), key=lambda o: (o.width * o.wcet, o.width))
+            need[least.width] = need.get(least.width, 0) + Fraction(least.wcet, t.period)
+        widths = sorted(need, reverse=True)
+        layouts = []
+        for counts in itertools.product(*({math.floor(need[w]), math.ceil(need[w])}
+                                          for w in widths)):
+            layout = [w for w, n in zip(widths, counts) for _ in range(n)]
+            if sum(layout) <= self.tpus and layout:
+                layout += [1] * (self.tpus - sum(layout))
+                if layout not in layouts:
+                    layouts.append(layout)
+        offered = sorted({o.width for t in tasks for o in t.admissible(self.tpus)}, reverse=True)
+        for layout in _splits(self.tpus, offered):
+            if list(layout) not in layouts:
+                layouts.append(list(layout))
+        return [tuple(layout) for layout in layouts]
+
+    def _pack_layout(self, streams, built, tasks, verdicts, mode: str,
+                     layout: Sequence[int]) -> list[dict[int, Option]] | ServingError:
+        """
+        Place streams into fixed partitions of ``layout``'s widths; the partitions or why not.
+
+        Streams by decreasing least TPU demand, each at its options in order of demand
+        (width x C), first fit over the partitions of that width.  Empty partitions are
+        dropped (their TPUs stay idle).
+        """
+        slots: list[tuple[int, dict[int, Option]]] = [(w, {}) for w in layout]
+        demand = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
+                  for t in tasks]
+        for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
+            options = sorted(tasks[i].admissible(self.tpus),
+                             key=lambda o: (o.width * o.wcet, o.energy_per_job))
+            placed = next(((part, option) for option in options for width, part in slots
+                           if width == option.width
+                           and self._partition(verdicts, built, tasks, {**part, i: option})),
+                          None)
+            if placed is None:
+                return refusal(streams[i].spec.name,
+                               f'no partition of the layout {"+".join(map(str, layout))} '
+                               f'takes it in mode {mode}')
+            placed[0][i] = placed[1]
+        return [part for _, part in slots if part]
 
     def _partition(self, verdicts: dict, built, tasks, members: dict[int, Option]):
         """Plans, tasks and verdict of one partition's members (None: rejected), memoised."""
@@ -355,10 +434,10 @@ class Planner:
                     verdict = exact
             if len(verdict.response_times) < len(tasks):
                 late = tasks[len(verdict.response_times)]
-                raise ServingError(
-                    f'stream {late.name}: the switch to mode {admitted.mode} loads models for '
-                    f'{load_s * 1e3:.2f} ms, longer than this stream can wait '
-                    f'({verdict.reason})')
+                raise refusal(late.name,
+                              f'the switch to mode {admitted.mode} loads models for '
+                              f'{load_s * 1e3:.2f} ms, longer than this stream can wait '
+                              f'({verdict.reason})')
             bounds.update(zip((t.name for t in tasks), verdict.response_times))
         return replace(admitted, bound_ticks=bounds)
 
@@ -371,9 +450,10 @@ class Planner:
                 continue
             fastest = min(task.options, key=lambda o: o.wcet, default=None)
             if fastest is None:
-                raise ServingError(f'stream {served.spec.name}: no option keeps its floor')
-            raise ServingError(
-                f'stream {served.spec.name}: even its fastest option ({fastest.variant} on '
+                raise refusal(served.spec.name, 'no option keeps its floor')
+            raise refusal(
+                served.spec.name,
+                f'even its fastest option ({fastest.variant} on '
                 f'{fastest.width} TPUs) needs {fastest.wcet * self.tick_s * 1e3:.2f} ms, over '
                 f'its deadline less one tick ({task.deadline * self.tick_s * 1e3:.2f} ms) by '
                 f'{(fastest.wcet - task.deadline) * self.tick_s * 1e3:.2f} ms')
@@ -392,13 +472,14 @@ class Planner:
         if total <= self.tpus:
             return
         worst = max(range(len(tasks)), key=least.__getitem__)
-        raise ServingError(
-            f'stream {streams[worst].spec.name}: the {len(streams)} streams cannot all be '
-            f'admitted in mode {mode}; even at their least-demand options they need '
-            f'{total:.2f} TPUs of {self.tpus}, {total - self.tpus:.2f} too many (this stream '
-            f'alone {least[worst]:.2f})')
+        raise refusal(
+            streams[worst].spec.name,
+            f'the {len(streams)} streams cannot all be admitted in mode {mode}; even at their '
+            f'least-demand options they need {total:.2f} TPUs of {self.tpus}, '
+            f'{total - self.tpus:.2f} too many (this stream alone {least[worst]:.2f})')
 
-    def _overshoot(self, streams: Sequence[Served], tasks: Sequence[Stream], mode: str) -> str:
+    def _overshoot(self, streams: Sequence[Served], tasks: Sequence[Stream],
+                   mode: str) -> tuple[str, str]:
         """Name the stream whose bound overshoots most at the fastest options, and by how much."""
         gang_tasks = []
         for task in tasks:
@@ -421,11 +502,24 @@ class Planner:
             if wait is not None:
                 slack[k] = wait
         ms = worst * self.tick_s * 1e3
-        return (f'stream {name}: the {len(streams)} streams cannot all be admitted in mode '
-                f'{mode} ({self.rule.value} rule, {self.tpus} TPUs); at their fastest options '
-                f'its response bound exceeds its deadline by '
-                f'{"more than " if worst >= limit else ""}{ms:.2f} ms (TPU demand '
-                f'{demand:.2f} of {self.tpus})')
+        return name, (f'the {len(streams)} streams cannot all be admitted in mode {mode} '
+                      f'({self.rule.value} rule, {self.tpus} TPUs); at their fastest options '
+                      f'its response bound exceeds its deadline by '
+                      f'{"more than " if worst >= limit else ""}{ms:.2f} ms (TPU demand '
+                      f'{demand:.2f} of {self.tpus})')
+
+
+def refusal(stream: str, reason: str) -> ServingError:
+    """Build a refusal that leads with the stream it names (and keeps the name apart)."""
+    return ServingError(f'stream {stream}: {reason}', stream)
+
+
+def _splits(total: int, widths: Sequence[int]) -> list[tuple[int, ...]]:
+    """List the ways to cut ``total`` TPUs into partitions of ``widths`` (widest first)."""
+    if total < min(widths, default=1):
+        return [()]  # fewer TPUs left than any partition needs: they stay idle
+    return [(w, *rest) for k, w in enumerate(widths) if w <= total
+            for rest in _splits(total - w, widths[k:])]
 
 
 def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> tuple:

@@ -67,8 +67,19 @@ class _Switch:
 
 
 def rejection(name: str, err: Exception) -> str:
-    """Lead the reason a stream was refused with its own name (the cause may name another)."""
+    """
+    Lead the reason a stream was refused with its own name, once.
+
+    The cause may be another stream of the set (the one whose bound overshoots most, or
+    that finds no partition): it is then named as the one that fails with this stream in
+    the set, not as a second "stream ...:" prefix.
+    """
     reason = str(err)
+    other = getattr(err, 'stream', None)
+    lead = f'stream {other}: '
+    if other is not None and other != name and reason.startswith(lead):
+        return (f'stream {name}: not admitted; with it in the set, stream {other} fails: '
+                f'{reason[len(lead):]}')
     return reason if reason.startswith(f'stream {name}: ') else f'stream {name}: {reason}'
 
 

@@ -37,6 +37,12 @@ POOL_KEYS = {'tpus', 'dispatch', 'rule', 'tick_ms'}
 class ServingError(ValueError):
     """Bad stream or pool input, or a stream set the analysis cannot admit; says which."""
 
+    def __init__(self, message: str, stream: Optional[str] = None):
+        super().__init__(message)
+        # The stream the message leads with ("stream <name>: ..."), where a caller may need
+        # it: a set's refusal names the stream that fails, not always the one just added.
+        self.stream = stream
+
 
 @dataclass(frozen=True)
 class StreamSpec:
