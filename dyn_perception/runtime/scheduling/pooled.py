@@ -84,31 +84,35 @@ def released_in_window(length, wcet: np.ndarray, period: np.ndarray,
 
 
 def started_after(length: np.ndarray, wcet: np.ndarray, period: np.ndarray,
-                  earliest: np.ndarray, bound: np.ndarray) -> np.ndarray:
+                  earliest: np.ndarray, bound: np.ndarray,
+                  useful: np.ndarray | None = None) -> np.ndarray:
     """
     Most work in [o, o + length) of jobs released from o - earliest on, per task.
 
-    `length` is a column of window lengths.  A job released at a (relative to o) starts
-    by a + bound (its start bound): if that is before o, at most C + a + bound of it is
-    left at o; else it adds at most min(C, length - max(0, a)).  That per-job amount
-    rises with a up to -bound, is flat to 0 and falls after, so some chain of releases a
-    period apart is worst (jobs before the peak move later, those after it earlier),
-    shifted by some delta in [0, T) from o - earliest; the sum is piecewise linear in
-    delta, so its largest value is at delta = 0 or where a job meets a kink (a = -bound -
-    C, -bound, 0, length - C, length).  Capped at the window's length.
+    `length` is a column of window lengths; each job counts at most `useful` (default
+    `wcet`; an overtaker's first tick never counts).  A job released at a (relative to o)
+    starts by a + bound (its start bound): if that is before o, at most
+    min(useful, C + a + bound) of it is left at o; else it adds at most
+    min(useful, length - max(0, a)).  That per-job amount rises with a up to -bound, is
+    flat to 0 and falls after, so some chain of releases a period apart is worst (jobs
+    before the peak move later, those after it earlier), shifted by some delta in [0, T)
+    from o - earliest; the sum is piecewise linear in delta, so its largest value is at
+    delta = 0 or where a job meets a kink.  Capped at the window's length.
     """
+    useful = wcet if useful is None else useful
+    kinks = np.broadcast_arrays(-bound - wcet, useful - wcet - bound, -bound, 0 * bound,
+                                length - useful, length + 0 * useful)
     cands = np.concatenate([
         np.zeros((len(length), len(wcet), 1), dtype=np.int64),
-        np.mod(np.stack(np.broadcast_arrays(-bound - wcet, -bound, 0 * bound,
-                                            length - wcet, length + 0 * wcet), axis=2)
-               + earliest[None, :, None], period[None, :, None])], axis=2)
+        np.mod(np.stack(kinks, axis=2) + earliest[None, :, None], period[None, :, None])],
+        axis=2)
     jobs = int(((earliest + int(length.max())) // period).max()) + 2
     release = (-earliest[None, :, None, None] + cands[:, :, :, None]
                + np.arange(jobs) * period[None, :, None, None])
     window = length[:, :, None, None]
-    wcet4, late = wcet[None, :, None, None], release + bound[None, :, None, None]
-    free = np.minimum(wcet4, window - np.maximum(release, 0))
-    forced = np.minimum(wcet4 + late, window)
+    useful4, late = useful[None, :, None, None], release + bound[None, :, None, None]
+    free = np.minimum(useful4, window - np.maximum(release, 0))
+    forced = np.minimum(np.minimum(useful4, wcet[None, :, None, None] + late), window)
     work = np.maximum(np.where(late >= 0, free, forced), 0).sum(axis=3).max(axis=2)
     return np.minimum(work, length)
 
@@ -454,15 +458,16 @@ class PooledAnalysis(GangAnalysis):
         pool = pool_with_starters(self._width[items].tolist(), leftover[items].tolist(),
                                   penalty[items], cap, self.tpus)
         omega = pool + full.sum(axis=1)
-        if self.rule is Dispatch.STRICT and len(higher):
+        if len(starters):
             for split in SPLITS:
                 if split <= horizon:
                     omega[split:] = np.minimum(omega[split:], self._split_array(
-                        k, higher, slack[:len(higher)], higher_slack, cap, horizon, cut, split))
+                        k, higher, starters, slack, bound, wcet, cap, horizon, cut, split))
         return omega
 
-    def _split_array(self, k: int, higher: np.ndarray, slack: np.ndarray, bound: np.ndarray,
-                     cap: int, horizon: int, cut: int, split: int) -> np.ndarray:
+    def _split_array(self, k: int, higher: np.ndarray, starters: np.ndarray,
+                     slack: np.ndarray, bound: np.ndarray, useful: np.ndarray, cap: int,
+                     horizon: int, cut: int, split: int) -> np.ndarray:
         """
         P10: cap * split for the first `split` ticks, then the pool and starters after it.
 
@@ -472,9 +477,9 @@ class PooledAnalysis(GangAnalysis):
         their start bounds.
         """
         column = np.arange(horizon + 1 - split)[:, None]
-        weight = np.minimum(self._width[higher], cap)
-        starters = started_after(column, self._wcet[higher], self._period[higher],
-                                 slack + split, bound) @ weight
+        weight = np.minimum(self._width[starters], cap)
+        work = started_after(column, self._wcet[starters], self._period[starters],
+                             slack + split, bound, useful) @ weight
         others = np.flatnonzero(np.arange(len(self.tasks)) != k)
         leftover = self._wcet - self.started_before
         lower = np.ones(len(self.tasks), dtype=bool)
@@ -486,7 +491,7 @@ class PooledAnalysis(GangAnalysis):
         items = items[np.argsort(-leftover[items], kind='stable')]
         pool = pool_profile(self._width[items].tolist(), leftover[items].tolist(),
                             len(column) - 1, cap, self.tpus)
-        return cap * split + pool + starters
+        return cap * split + pool + work
 
     def _extended_bound(self, k: int, higher: np.ndarray, limit: int) -> int | None:
         """
