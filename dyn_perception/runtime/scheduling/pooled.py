@@ -29,7 +29,7 @@ same capped count), so the test accepts every set the baseline accepts, with bou
 larger.
 """
 
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,7 @@ EXTENDED_PERIODS = 20
 EXTENDED_TICKS = 20_000
 # A DP state no item set reaches yet.
 _NONE = -(1 << 40)
+_Result = TypeVar('_Result')
 # P9's intervals of d start at these (then one interval to the largest start bound above).
 _DELAYS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
 # P10 splits the window after this many ticks (each a valid bound; a few keep it cheap).
@@ -231,6 +232,22 @@ class PooledAnalysis(GangAnalysis):
                     return Verdict(True, tuple((waits + self._wcet).tolist()))
         finally:
             self._assumed = self._deadline - self._wcet
+
+    def passes_with_deadlines(self, k: int, higher: Sequence[int]) -> bool:
+        """Answer OPA's deadline variant without the joint stage (n^2 calls, most fail)."""
+        return self._without_joint(super().passes_with_deadlines, k, higher)
+
+    def lateness(self, overrun: int) -> float:
+        """Measure lateness without the joint stage: a guide for the searches, not a test."""
+        return self._without_joint(super().lateness, overrun)
+
+    def _without_joint(self, query: Callable[..., _Result], *args: object) -> _Result:
+        """Run `query` with the joint stage off (the verdict on the order found keeps it)."""
+        joint, self.joint_stage = self.joint_stage, False
+        try:
+            return query(*args)
+        finally:
+            self.joint_stage = joint
 
     def _dependencies(self, k: int) -> np.ndarray:
         """List the tasks whose start bounds k's uses: those above, and the overtakers."""
