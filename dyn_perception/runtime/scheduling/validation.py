@@ -131,9 +131,10 @@ def chain_counterexample(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
     instant from 1 to J's latest start: at the first instant where they would not be,
     some job must already run across it, started at 0 on the idle platform (any task, if
     it fits) or later at an instant where it fits: a higher-priority job (scanned before
-    J), or under bypass a narrower lower-priority one that overtakes J (J did not fit
-    then).  This covers blocking alone (`blocking_counterexample`) and, under bypass,
-    chains of overtaking jobs that starve a wide job.  Every schedule found is simulated
+    J, so also at that very instant), or under bypass a narrower lower-priority one that
+    overtakes J (J did not fit then).  This covers blocking alone
+    (`blocking_counterexample`), higher-priority jobs arriving as blockers end and, under
+    bypass, chains of overtaking jobs that starve a wide job.  Every schedule found is simulated
     and returned only if some job misses in it, so the search's own model can only miss
     counter-examples, never invent one.  At most `nodes` search nodes per task.
     """
@@ -158,28 +159,35 @@ def _chain(tasks: Sequence[GangTask], tpus: int, rule: Dispatch, k: int,
     need = tpus - wide + 1
     budget = [nodes]
 
-    def held(jobs: list[tuple[int, int]], instant: int, strictly: bool) -> int:
-        """Count the TPUs of jobs running at `instant` (if strictly, started before it)."""
+    def held(jobs: list[tuple[int, int]], instant: int) -> int:
+        """Count the TPUs of jobs running in the tick from `instant`."""
         return sum(tasks[i].width for i, start in jobs
-                   if (start < instant if strictly else start <= instant)
+                   if start <= instant < start + tasks[i].wcet)
+
+    def blocking(jobs: list[tuple[int, int]], instant: int) -> int:
+        """Count the TPUs held when J is scanned at `instant` (earlier or hp starts)."""
+        return sum(tasks[i].width for i, start in jobs
+                   if (start < instant or (start == instant and i < k))
                    and instant < start + tasks[i].wcet)
 
     def search(jobs: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
         budget[0] -= 1
         if budget[0] < 0:
             return None
-        gap = next((t for t in range(1, latest + 1) if held(jobs, t, True) < need), None)
+        gap = next((t for t in range(1, latest + 1) if blocking(jobs, t) < need), None)
         if gap is None:
             return jobs
         used = {i for i, _ in jobs}
         for i, other in enumerate(tasks):
-            if i == k or i in used or other.wcet < 2:
+            if i == k or i in used:
                 continue
-            for start in range(gap - 1, max(0, gap - other.wcet + 1) - 1, -1):
-                if other.width > tpus - held(jobs, start, False):
+            # Higher-priority jobs may start at the gap itself (scanned before J).
+            last = gap if i < k else gap - 1
+            for start in range(last, max(0, gap - other.wcet + 1) - 1, -1):
+                if other.width > tpus - held(jobs, start):
                     continue
                 if start > 0 and i > k and (rule is Dispatch.STRICT or other.width >= wide
-                                            or held(jobs, start, True) < need):
+                                            or blocking(jobs, start) < need):
                     continue
                 found = search(jobs + [(i, start)])
                 if found is not None or budget[0] < 0:
