@@ -125,7 +125,7 @@ def test_newly_accepted_sets_hold_with_varying_execution_times(rule, draws):
 
 
 def assert_monotone(tasks, tpus, rule):
-    """Removing a task or shortening a job keeps an accepted set accepted (the searches)."""
+    """Check that removing a task or shortening a job keeps the set accepted."""
     for dropped in range(len(tasks)):
         rest = tasks[:dropped] + tasks[dropped + 1:]
         if rest:
