@@ -23,6 +23,12 @@ has the argument in full.  What it adds to the baseline:
    for those ticks.
 4. Where the window at r gives no bound: the window extended back over the level-k
    busy interval, where every higher-priority job was released inside (no backlog).
+5. Where that fails too, the joint stage (docs: P8 to P10) bounds the pool and the
+   starters together: a task with a job in the pool has no backlog after it; under
+   strict, behind the last lower-priority job to start, every job above was started, so
+   the starters have no older backlog than that and the blockers less left; and the
+   window split at s, where the pool has s ticks less and a late-released starter's
+   leftover is bounded by its start bound.
 
 Omega in the window at r is the minimum of this bound and the baseline's (both bound the
 same capped count), so the test accepts every set the baseline accepts, with bounds no
@@ -426,14 +432,12 @@ class PooledAnalysis(GangAnalysis):
         (lower leftovers at the interval's least d, slack at its largest: both bound
         every d inside).
         """
-        lower = np.ones(len(self.tasks), dtype=bool)
-        lower[higher] = False
-        lower[k] = False
         if self.rule is Dispatch.BYPASS or len(higher) == 0:
             omega = self._joint_array(k, higher, higher_slack, overtaking, cap, horizon)
         else:
-            widest = int(higher_slack.max())
-            cuts = sorted({d for d in _DELAYS if d <= widest} | {widest + 1})
+            # Beyond the largest bound above, d changes no slack: one last interval.
+            largest = int(higher_slack.max())
+            cuts = sorted({d for d in _DELAYS if d <= largest} | {largest + 1})
             omega = np.maximum.reduce([
                 self._joint_array(k, higher, higher_slack, overtaking, cap, horizon,
                                   since, until - 1)
