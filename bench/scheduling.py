@@ -24,11 +24,13 @@ Gang scheduling on m TPUs: schedulability ratios, analysis time, validation, con
    partitioning, the job-level analysis and the exhaustive search (synchronous periodic,
    every execution time in [1, C]) for both rules, an upper bound on any sound sporadic
    test (schedulable in that search and no miss in a schedule of blocking alone,
-   `validation.blocking_counterexample`), and the best of what ships.  Every set a shipped
+   `validation.blocking_counterexample`; tighter, nor by a chain of one job per task,
+   `validation.chain_counterexample`), and the best of what ships.  Every set a shipped
    analysis accepts, there and in a further population, is checked with varying
    execution times: exhaustively where the state budget allows, else by random runs.
 
     python bench/scheduling.py [--json OUT] [--png OUT] [--validation-sets N] [--quick]
+                               [--issue-only]
 
 The default run validates the full 10,000 sets (about 6 minutes on 2 busy cores); --quick
 divides every count by 10 (under a minute).  Work is spread over --jobs processes
@@ -53,7 +55,8 @@ from dyn_perception.runtime.scheduling.generators import random_streams, random_
 from dyn_perception.runtime.scheduling.naive import NaiveCarryInAnalysis
 from dyn_perception.runtime.scheduling.priority import reorder
 from dyn_perception.runtime.scheduling.simulator import simulate
-from dyn_perception.runtime.scheduling.validation import blocking_counterexample, scenarios
+from dyn_perception.runtime.scheduling.validation import (
+    blocking_counterexample, chain_counterexample, scenarios)
 import numpy as np
 from report import format_table, write_json
 
@@ -75,7 +78,7 @@ ISSUE_PERIODS = (10, 20, 40, 50, 100)
 ISSUE_DEADLINES = (0.6, 1.0)
 ISSUE_BUDGET = 20_000
 ISSUE_CURVES = ('pooled', 'pooled+opa', 'test', 'test+opa', 'job-level', 'exact', 'gave-up',
-                'exact-not-refuted')
+                'exact-not-refuted', 'exact-not-chained')
 # Validation work is dealt out in chunks with their own seeds: same numbers for any --jobs.
 CHUNK = 250
 
@@ -233,8 +236,13 @@ def check_global(tasks: tuple[GangTask, ...], tpus: int, rule: Dispatch, bounds,
 
 
 def judge_set(tasks: tuple[GangTask, ...], tpus: int, rng: np.random.Generator,
-              budget: int) -> tuple[dict, dict]:
-    """Every shipped analysis and the exhaustive search on one set; check what accepts."""
+              budget: int, upper: bool = True) -> tuple[dict, dict]:
+    """
+    Every shipped analysis and the exhaustive search on one set; check what accepts.
+
+    `upper`: also search the counter-examples of the upper bounds (the table needs them,
+    the further varying-exec population does not).
+    """
     accepted: dict[str, bool] = {}
     checks = {'checked': 0, 'unsound': 0, 'exhaustive': 0, 'random': 0}
     verdicts = []
@@ -264,6 +272,11 @@ def judge_set(tasks: tuple[GangTask, ...], tpus: int, rng: np.random.Generator,
         # An upper bound on any sound sporadic test in this order: schedulable in the
         # synchronous search and no schedule of blocking alone misses.
         accepted[f'{rule.value}/exact-not-refuted'] = found.schedulable and not refuted
+        # Tighter: nor by a chain of one job per task (bypass starvation, hp jobs behind
+        # blockers), each witness simulated (`validation.chain_counterexample`).
+        accepted[f'{rule.value}/exact-not-chained'] = (
+            upper and found.schedulable and not refuted
+            and chain_counterexample(tasks, tpus, rule) is None)
     split = partition(tasks, tpus)
     accepted['partitioned'] = bool(split)
     for ordered, rule, bounds, found in verdicts:
@@ -311,11 +324,52 @@ def varying_chunk(args: tuple[int, int, int]) -> dict:
     while checks['sets_checked'] < wanted:
         tpus = int(rng.choice([2, 4, 8]))
         _, checked = judge_set(issue_set(rng, tpus, rng.uniform(0.1, 0.7) * tpus), tpus, rng,
-                               budget)
+                               budget, upper=False)
         for key, value in checked.items():
             checks[key] += value
         checks['sets_checked'] += checked['checked'] > 0
     return checks
+
+
+class WithoutJointStage(PooledAnalysis):
+    """The pooled test before its joint stage (P8 to P10): the reference for new verdicts."""
+
+    joint_stage = False
+
+
+def newly_accepted_chunk(args: tuple[int, int, int]) -> dict:
+    """
+    Draw issue-15 sets until `wanted` verdicts only the joint stage accepts; check each.
+
+    m in {2, 4, 8}, U uniform in [0.25, 0.6] m, both rules: the exhaustive search with
+    every execution time in [1, C], synchronous and with random offsets (no miss, no
+    response above the bound; over budget: not counted), and the random runs of `validate`.
+    """
+    seed, wanted, budget = args
+    rng = np.random.default_rng(seed)
+    tally = {'new': 0, 'drawn': 0, 'searched': 0, 'gave_up': 0, 'unsound': 0}
+    while tally['new'] < wanted:
+        tpus = int(rng.choice([2, 4, 8]))
+        tasks = issue_set(rng, tpus, rng.uniform(0.25, 0.6) * tpus)
+        tally['drawn'] += 1
+        for rule in RULES:
+            verdict = PooledAnalysis(tasks, tpus, rule).verdict()
+            if not verdict or WithoutJointStage(tasks, tpus, rule).verdict():
+                continue
+            tally['new'] += 1
+            tally[f'{tpus}/{rule.value}'] = tally.get(f'{tpus}/{rule.value}', 0) + 1
+            bounds = verdict.response_times
+            sound = validate(tasks, tpus, rule, bounds, rng).sound
+            for offsets in (None, [int(rng.integers(0, task.period)) for task in tasks]):
+                extra = {} if offsets is None else {'offsets': offsets,
+                                                    'jitter': [0] * len(tasks)}
+                found = explore(tasks, tpus, rule, budget=budget, **extra)
+                tally['gave_up'] += found.status == 'gave-up'
+                tally['searched'] += found.status != 'gave-up'
+                sound &= found.status != 'miss' and (not found.schedulable or all(
+                    w <= b for w, b in zip(found.worst_response, bounds)))
+            tally['unsound'] += not sound
+    return tally
 
 
 def report_issue(points: list[dict], varying: dict) -> dict:
@@ -338,6 +392,8 @@ def report_issue(points: list[dict], varying: dict) -> dict:
                                                                / p['sets'])
             keys[f'upper_{tag}_{rule.value}'] = (p[f'{rule.value}/exact-not-refuted']
                                                  / p['sets'])
+            keys[f'upper_chain_{tag}_{rule.value}'] = (p[f'{rule.value}/exact-not-chained']
+                                                       / p['sets'])
             keys[f'exact_{tag}_{rule.value}'] = p[f'{rule.value}/exact'] / p['sets']
             keys[f'gave_up_{tag}_{rule.value}'] = p[f'{rule.value}/gave-up'] / p['sets']
         keys[f'accept_{tag}_partitioned'] = p['partitioned'] / p['sets']
@@ -352,8 +408,9 @@ def report_issue(points: list[dict], varying: dict) -> dict:
 
 
 def merge_counts(tallies: list[dict]) -> dict:
-    """Add up integer tallies key by key."""
-    return {key: sum(t[key] for t in tallies) for key in tallies[0]}
+    """Add up integer tallies key by key (a key missing from a tally counts 0)."""
+    keys = dict.fromkeys(key for tally in tallies for key in tally)
+    return {key: sum(tally.get(key, 0) for tally in tallies) for key in keys}
 
 
 def merge(tallies: list[dict]) -> dict:
@@ -541,6 +598,51 @@ def plot_issue(path: str, points: list[dict]) -> None:
     print(f'wrote {path}')
 
 
+def issue_section(pool: ProcessPoolExecutor, args: argparse.Namespace) -> tuple[list, dict]:
+    """Issue 15's table and the further varying-exec population, on the pool."""
+    points = list(pool.map(issue_point, [
+        (args.seed + 20_000 + i, m, u, args.issue_sets, args.exhaustive_budget)
+        for i, (m, u) in enumerate(ISSUE_POINTS)]))
+    varying_sizes = [CHUNK // 5] * (args.varying_sets // (CHUNK // 5))
+    if args.varying_sets % (CHUNK // 5):
+        varying_sizes.append(args.varying_sets % (CHUNK // 5))
+    varying = merge_counts(list(pool.map(varying_chunk, [
+        (args.seed + 30_000 + i, size, args.exhaustive_budget)
+        for i, size in enumerate(varying_sizes)])))
+    return points, varying
+
+
+def issue_only(args: argparse.Namespace, times: dict, began: float) -> int:
+    """Run `--issue-only`: the timing (done), the issue-15 section; write its keys."""
+    with ProcessPoolExecutor(args.jobs) as pool:
+        points, varying = issue_section(pool, args)
+        sizes = [50] * (args.newly_accepted // 50) + (
+            [args.newly_accepted % 50] if args.newly_accepted % 50 else [])
+        fresh = merge_counts(list(pool.map(newly_accepted_chunk, [
+            (args.seed + 40_000 + i, size, args.exhaustive_budget)
+            for i, size in enumerate(sizes)]))) if sizes else {}
+    issue_keys = report_issue(points, varying)
+    if fresh:
+        issue_keys.update({f'joint_new_{key.replace("/", "_")}': value
+                           for key, value in fresh.items()})
+        print('only the joint stage accepts:', fresh)
+    results = {
+        'analysis_ms_100_tasks': max(times[('pooled', rule.value, 100)][0] for rule in RULES),
+        'analysis_ms_100_tasks_baseline': max(times[('baseline', rule.value, 100)][0]
+                                              for rule in RULES),
+        **issue_keys, 'bench_seconds': time.perf_counter() - began, 'issue_points': points,
+        'analysis_ms': {f'{test}/{rule}/{size}': value
+                        for (test, rule, size), value in times.items()}}
+    print(f'analysis_ms_100_tasks={results["analysis_ms_100_tasks"]:.1f} '
+          f'(baseline {results["analysis_ms_100_tasks_baseline"]:.1f}) '
+          f'misses_on_accepted_varying={issue_keys["misses_on_accepted_varying"]} '
+          f'({results["bench_seconds"]:.0f} s)')
+    plot_issue(str(Path(args.png).with_name(Path(args.png).stem + '_issue15.png')), points)
+    write_json(args.json, results)
+    return 0 if issue_keys['misses_on_accepted_varying'] == 0 and not fresh.get('unsound') \
+        else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -560,6 +662,10 @@ def main() -> int:
     parser.add_argument('--exhaustive-budget', type=int, default=ISSUE_BUDGET,
                         help='states per exhaustive search before random runs take over')
     parser.add_argument('--quick', action='store_true', help='a smoke run: 10x fewer sets')
+    parser.add_argument('--newly-accepted', type=int, default=0,
+                        help='verdicts only the joint stage gives, checked (with --issue-only)')
+    parser.add_argument('--issue-only', action='store_true',
+                        help='only the timing, the issue-15 table and the varying-exec checks')
     parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1)
     parser.add_argument('--seed', type=int, default=2026)
     args = parser.parse_args()
@@ -581,6 +687,9 @@ def main() -> int:
         sizes = [CHUNK] * (total // CHUNK) + ([total % CHUNK] if total % CHUNK else [])
         return [(args.seed + offset + i, size, mutant) for i, size in enumerate(sizes)]
 
+    if args.issue_only:
+        return issue_only(args, times, began)
+
     with ProcessPoolExecutor(args.jobs) as pool:
         ratios = list(pool.map(ratio_point, [(args.seed + 100 + i, u, args.ratio_sets)
                                              for i, u in enumerate(UTILISATIONS)]))
@@ -589,15 +698,7 @@ def main() -> int:
         mutants = {name: merge(list(pool.map(validation_chunk,
                                              chunks(args.mutant_sets, 5000 + 1000 * i, name))))
                    for i, name in enumerate(MUTANTS)}
-        points = list(pool.map(issue_point, [
-            (args.seed + 20_000 + i, m, u, args.issue_sets, args.exhaustive_budget)
-            for i, (m, u) in enumerate(ISSUE_POINTS)]))
-        varying_sizes = [CHUNK // 5] * (args.varying_sets // (CHUNK // 5))
-        if args.varying_sets % (CHUNK // 5):
-            varying_sizes.append(args.varying_sets % (CHUNK // 5))
-        varying = merge_counts(list(pool.map(varying_chunk, [
-            (args.seed + 30_000 + i, size, args.exhaustive_budget)
-            for i, size in enumerate(varying_sizes)])))
+        points, varying = issue_section(pool, args)
         configs = list(pool.map(configuration_case, [
             (args.seed + 9000 + 100 * size + i, size, size in CONFIG_SIZES)
             for size in CONFIG_SIZES + HEURISTIC_ONLY_SIZES for i in range(args.config_cases)]))

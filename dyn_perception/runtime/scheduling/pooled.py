@@ -23,13 +23,19 @@ has the argument in full.  What it adds to the baseline:
    for those ticks.
 4. Where the window at r gives no bound: the window extended back over the level-k
    busy interval, where every higher-priority job was released inside (no backlog).
+5. Where that fails too, the joint stage (docs: P8 to P10) bounds the pool and the
+   starters together: a task with a job in the pool has no backlog after it; under
+   strict, behind the last lower-priority job to start, every job above was started, so
+   the starters have no older backlog than that and the blockers less left; and the
+   window split at s, where the pool has s ticks less and a late-released starter's
+   leftover is bounded by its start bound.
 
 Omega in the window at r is the minimum of this bound and the baseline's (both bound the
 same capped count), so the test accepts every set the baseline accepts, with bounds no
 larger.
 """
 
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -41,6 +47,13 @@ from .tasks import Dispatch, GangTask
 # beyond this many ticks (its arrays grow with the window): else it gives no bound.
 EXTENDED_PERIODS = 20
 EXTENDED_TICKS = 20_000
+# A DP state no item set reaches yet.
+_NONE = -(1 << 40)
+_Result = TypeVar('_Result')
+# P9's intervals of d start at these (then one interval to the largest start bound above).
+_DELAYS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
+# P10 splits the window after this many ticks (each a valid bound; a few keep it cheap).
+SPLITS = (2, 4, 8, 16)
 
 
 def started_in_window(length: int, wcet: np.ndarray, period: np.ndarray,
@@ -61,6 +74,81 @@ def started_in_window(length: int, wcet: np.ndarray, period: np.ndarray,
     work = (early * np.minimum(wcet, length) + jobs * wcet
             + np.minimum(wcet, rest - jobs * period))
     return np.minimum(work, length)
+
+
+def released_in_window(length, wcet: np.ndarray, period: np.ndarray,
+                       delay: np.ndarray) -> np.ndarray:
+    """
+    Most work of jobs released `delay` or more ticks into a window of `length`, per task.
+
+    No backlog: each such job starts no earlier than its release and its work is at most
+    `wcet`, the next ones a period apart; capped at the window's length.  `length` may be
+    a column (one row per window length).
+    """
+    span = np.maximum(length - delay, 0)
+    jobs = span // period
+    return np.minimum(jobs * wcet + np.minimum(wcet, span - jobs * period), length)
+
+
+def started_after(length: np.ndarray, wcet: np.ndarray, period: np.ndarray,
+                  earliest: np.ndarray, bound: np.ndarray,
+                  useful: np.ndarray | None = None) -> np.ndarray:
+    """
+    Most work in [o, o + length) of jobs released from o - earliest on, per task.
+
+    `length` is a column of window lengths; each job counts at most `useful` (default
+    `wcet`; an overtaker's first tick never counts).  A job released at a (relative to o)
+    starts by a + bound (its start bound): if that is before o, at most
+    min(useful, C + a + bound) of it is left at o; else it adds at most
+    min(useful, length - max(0, a)).  That per-job amount rises with a up to -bound, is
+    flat to 0 and falls after, so some chain of releases a period apart is worst (jobs
+    before the peak move later, those after it earlier), shifted by some delta in [0, T)
+    from o - earliest; the sum is piecewise linear in delta, so its largest value is at
+    delta = 0 or where a job meets a kink.  Capped at the window's length.
+    """
+    useful = wcet if useful is None else useful
+    kinks = np.broadcast_arrays(-bound - wcet, useful - wcet - bound, -bound, 0 * bound,
+                                length - useful, length + 0 * useful)
+    cands = np.concatenate([
+        np.zeros((len(length), len(wcet), 1), dtype=np.int64),
+        np.mod(np.stack(kinks, axis=2) + earliest[None, :, None], period[None, :, None])],
+        axis=2)
+    jobs = int(((earliest + int(length.max())) // period).max()) + 2
+    release = (-earliest[None, :, None, None] + cands[:, :, :, None]
+               + np.arange(jobs) * period[None, :, None, None])
+    window = length[:, :, None, None]
+    useful4, late = useful[None, :, None, None], release + bound[None, :, None, None]
+    free = np.minimum(useful4, window - np.maximum(release, 0))
+    forced = np.minimum(np.minimum(useful4, wcet[None, :, None, None] + late), window)
+    work = np.maximum(np.where(late >= 0, free, forced), 0).sum(axis=3).max(axis=2)
+    return np.minimum(work, length)
+
+
+def pool_with_starters(widths: list[int], leftovers: list[int], penalties: np.ndarray,
+                       busy: int, capacity: int) -> np.ndarray:
+    """
+    `pool_profile` where an item also costs its task's penalty: max of pool minus penalties.
+
+    Entry n is the bound for a window of n ticks, n < penalties.shape[1].  A task whose
+    job runs at the release loses part of its in-window starters' work (its next job is
+    released later): `penalties[i]` is that loss, subtracted when item i is in the pool.
+    Items longest leftover first, as in `pool_profile`, so the DP stays exact.
+    """
+    length = np.arange(penalties.shape[1])
+    floor = np.full(len(length), _NONE, dtype=np.int64)
+    best = [np.zeros(len(length), dtype=np.int64)] + [floor.copy() for _ in range(busy - 1)]
+    saturated = floor.copy()
+    for width, left, penalty in zip(widths, leftovers, penalties):
+        ticks = np.minimum(left, length)
+        for used in range(busy - 1, -1, -1):
+            if used + width > capacity or best[used].max() <= _NONE // 2:
+                continue
+            if used + width >= busy:
+                saturated = np.maximum(saturated, best[used] + ticks * (busy - used) - penalty)
+            else:
+                best[used + width] = np.maximum(best[used + width],
+                                                best[used] + ticks * width - penalty)
+    return np.maximum.reduce([saturated, *best])
 
 
 def pool_profile(widths: list[int], leftovers: list[int], longest: int, busy: int,
@@ -93,6 +181,10 @@ def pool_profile(widths: list[int], leftovers: list[int], longest: int, busy: in
 
 class PooledAnalysis(GangAnalysis):
     """The pooled test (module docstring); the baseline's interface and verdicts."""
+
+    # Bound the pool and the starters together where the other stages fail (P8 to P10);
+    # False gives the pooled test as it was before them (the tests' reference).
+    joint_stage = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -147,6 +239,22 @@ class PooledAnalysis(GangAnalysis):
         finally:
             self._assumed = self._deadline - self._wcet
 
+    def passes_with_deadlines(self, k: int, higher: Sequence[int]) -> bool:
+        """Answer OPA's deadline variant without the joint stage (n^2 calls, most fail)."""
+        return self._without_joint(super().passes_with_deadlines, k, higher)
+
+    def lateness(self, overrun: int) -> float:
+        """Measure lateness without the joint stage: a guide for the searches, not a test."""
+        return self._without_joint(super().lateness, overrun)
+
+    def _without_joint(self, query: Callable[..., _Result], *args: object) -> _Result:
+        """Run `query` with the joint stage off (the verdict on the order found keeps it)."""
+        joint, self.joint_stage = self.joint_stage, False
+        try:
+            return query(*args)
+        finally:
+            self.joint_stage = joint
+
     def _dependencies(self, k: int) -> np.ndarray:
         """List the tasks whose start bounds k's uses: those above, and the overtakers."""
         widest = int(self._width[:k + 1].max())
@@ -162,7 +270,7 @@ class PooledAnalysis(GangAnalysis):
 
         Cheapest first: the window at r with the cap B (the baseline's and the pooled
         bound); where that exceeds the limit, also the caps of narrower heads (strict);
-        where that does too, the extended window.
+        where that does too, the pool and starters together, and the extended window.
         """
         overtaking, blocking = self._split_lower(k, higher)
         least = self._busy(k, higher)
@@ -180,9 +288,16 @@ class PooledAnalysis(GangAnalysis):
             conditions += [self._condition(k, higher, higher_slack, overtaking, width, least)
                            for width in widths[:-1]]
             window = fixed_point(wait_bound, 1, limit)
-        if window is None:
-            return self._extended_bound(k, higher, limit)
-        return window
+        if window is not None or not self.joint_stage:
+            return window if window is not None else self._extended_bound(k, higher, limit)
+        # P8 to P10: the pool and the starters bounded together; the extended window may
+        # still be tighter (the old test's bound there), so the least of both.
+        conditions[:] = [(cap, self._joint_omega(k, higher, higher_slack, overtaking, cap,
+                                                 limit + 1), deficit)
+                         for cap, _, deficit in conditions]
+        window = fixed_point(wait_bound, 1, limit)
+        extended = self._extended_bound(k, higher, limit if window is None else window)
+        return window if extended is None else extended
 
     def _condition(self, k: int, higher: np.ndarray, higher_slack: np.ndarray,
                    overtaking: np.ndarray, width: int,
@@ -299,6 +414,105 @@ class PooledAnalysis(GangAnalysis):
             return (self._pool(k, length, cap)
                     + int(weight @ started_in_window(length, wcet, period, slack)))
         return bound
+
+    def _joint_omega(self, k: int, higher: np.ndarray, higher_slack: np.ndarray,
+                     overtaking: np.ndarray, cap: int, horizon: int) -> WindowBound:
+        """
+        Bound the pool and the starters together, for windows up to `horizon` ticks.
+
+        P8: a task whose job runs at r has its next release at least 1 + T - R after r
+        (that job started within its bound, so it was released at r + 1 - R or later): its
+        starters are then the jobs released from there on, not from r - x.  The pool DP
+        takes that loss as the item's penalty.
+        P9, strict: if the last lower-priority job running at r started at r - 1 - d, every
+        higher-priority job released by then started by then (the scan stops only at a
+        job that does not fit, and all of those come before it): the starters were
+        released after r - 1 - d (slack min(x, d)) and each lower job has at most
+        C - 1 - d left.  The bound is the largest over d, taken over intervals of d
+        (lower leftovers at the interval's least d, slack at its largest: both bound
+        every d inside).
+        """
+        if self.rule is Dispatch.BYPASS or len(higher) == 0:
+            omega = self._joint_array(k, higher, higher_slack, overtaking, cap, horizon)
+        else:
+            # Beyond the largest bound above, d changes no slack: one last interval.
+            largest = int(higher_slack.max())
+            cuts = sorted({d for d in _DELAYS if d <= largest} | {largest + 1})
+            omega = np.maximum.reduce([
+                self._joint_array(k, higher, higher_slack, overtaking, cap, horizon,
+                                  since, until - 1)
+                for since, until in zip(cuts, cuts[1:])])
+        return lambda length: int(omega[length])
+
+    def _joint_array(self, k: int, higher: np.ndarray, higher_slack: np.ndarray,
+                     overtaking: np.ndarray, cap: int, horizon: int, cut: int = 0,
+                     delay: int | None = None) -> np.ndarray:
+        """
+        Pool with P8's penalties plus the starters, over window lengths 0..horizon.
+
+        P9's scenario: lower leftovers `cut` ticks shorter, higher-priority starters
+        released at most `delay` ticks before r.
+        """
+        starters = np.concatenate([higher, overtaking])
+        bound = np.concatenate([higher_slack, self._assumed[overtaking]])
+        slack = bound if delay is None else np.minimum(bound, delay)
+        wcet = np.concatenate([self._wcet[higher], self._useful(overtaking)])
+        period = self._period[starters]
+        weight = np.minimum(self._width[starters], cap)
+        column = np.arange(horizon + 1)[:, None]
+        full = started_in_window(column, wcet, period, slack) * weight
+        # P8 uses the task's own bound x (the `slack` above may be P9's smaller one).
+        later = released_in_window(column, wcet, period,
+                                   period - bound - self._wcet[starters] + 1) * weight
+        penalty = np.zeros((len(self.tasks), horizon + 1), dtype=np.int64)
+        penalty[starters] = np.maximum(full - later, 0).T
+        others = np.ones(len(self.tasks), dtype=bool)
+        others[starters] = False
+        others[k] = False
+        others = np.flatnonzero(others)
+        items = np.concatenate([starters, others[most_valuable(
+            self._width[others], self._wcet[others], self.tpus)]])
+        leftover = self._wcet - self.started_before
+        leftover[others] = np.maximum(leftover[others] - cut, 0)
+        items = items[leftover[items] > 0]
+        items = items[np.argsort(-leftover[items], kind='stable')]
+        pool = pool_with_starters(self._width[items].tolist(), leftover[items].tolist(),
+                                  penalty[items], cap, self.tpus)
+        omega = pool + full.sum(axis=1)
+        if len(starters):
+            for split in SPLITS:
+                if split <= horizon:
+                    omega[split:] = np.minimum(omega[split:], self._split_array(
+                        k, higher, starters, slack, bound, wcet, cap, horizon, cut, split))
+        return omega
+
+    def _split_array(self, k: int, higher: np.ndarray, starters: np.ndarray,
+                     slack: np.ndarray, bound: np.ndarray, useful: np.ndarray, cap: int,
+                     horizon: int, cut: int, split: int) -> np.ndarray:
+        """
+        P10: cap * split for the first `split` ticks, then the pool and starters after it.
+
+        Entry n is the bound for a window of split + n ticks.  Jobs running at r + split
+        that started before r are the pool, each `split` ticks shorter; the starters'
+        work after the split is `started_after`, released from r - slack on, within
+        their start bounds.
+        """
+        column = np.arange(horizon + 1 - split)[:, None]
+        weight = np.minimum(self._width[starters], cap)
+        work = started_after(column, self._wcet[starters], self._period[starters],
+                             slack + split, bound, useful) @ weight
+        others = np.flatnonzero(np.arange(len(self.tasks)) != k)
+        leftover = self._wcet - self.started_before
+        lower = np.ones(len(self.tasks), dtype=bool)
+        lower[higher] = False
+        leftover[lower] -= cut
+        leftover = np.maximum(leftover - split, 0)
+        items = others[most_valuable(self._width[others], leftover[others], self.tpus)]
+        items = items[leftover[items] > 0]
+        items = items[np.argsort(-leftover[items], kind='stable')]
+        pool = pool_profile(self._width[items].tolist(), leftover[items].tolist(),
+                            len(column) - 1, cap, self.tpus)
+        return cap * split + pool + work
 
     def _extended_bound(self, k: int, higher: np.ndarray, limit: int) -> int | None:
         """

@@ -121,6 +121,81 @@ def blocking_counterexample(tasks: Sequence[GangTask], tpus: int) -> Schedule | 
     return None
 
 
+def chain_counterexample(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
+                         nodes: int = 3000) -> Schedule | None:
+    """
+    Find a sporadic schedule of one job per task in which some task misses, if any.
+
+    For each task k, J is released at 1 and every other task releases at most one job,
+    chosen by a depth-first search that keeps at least m - m_k + 1 TPUs busy at every
+    instant from 1 to J's latest start: at the first instant where they would not be,
+    some job must already run across it, started at 0 on the idle platform (any task, if
+    it fits) or later at an instant where it fits: a higher-priority job (scanned before
+    J, so also at that very instant), or under bypass a narrower lower-priority one that
+    overtakes J (J did not fit then).  This covers blocking alone
+    (`blocking_counterexample`), higher-priority jobs arriving as blockers end and, under
+    bypass, chains of overtaking jobs that starve a wide job.  Every schedule found is simulated
+    and returned only if some job misses in it, so the search's own model can only miss
+    counter-examples, never invent one.  At most `nodes` search nodes per task.
+    """
+    for k, task in enumerate(tasks):
+        jobs = _chain(tasks, tpus, rule, k, nodes)
+        if jobs is None:
+            continue
+        releases: list[list[int]] = [[] for _ in tasks]
+        for i, start in jobs:
+            releases[i].append(start)
+        releases[k].append(1)
+        execution = [[t.wcet] * len(times) for t, times in zip(tasks, releases)]
+        if any(simulate(tasks, tpus, rule, releases, execution).misses):
+            return releases, execution
+    return None
+
+
+def _chain(tasks: Sequence[GangTask], tpus: int, rule: Dispatch, k: int,
+           nodes: int) -> list[tuple[int, int]] | None:
+    """Search (task, start) pairs that keep task k's job, released at 1, from starting."""
+    wide, latest = tasks[k].width, 1 + tasks[k].deadline - tasks[k].wcet
+    need = tpus - wide + 1
+    budget = [nodes]
+
+    def held(jobs: list[tuple[int, int]], instant: int) -> int:
+        """Count the TPUs of jobs running in the tick from `instant`."""
+        return sum(tasks[i].width for i, start in jobs
+                   if start <= instant < start + tasks[i].wcet)
+
+    def blocking(jobs: list[tuple[int, int]], instant: int) -> int:
+        """Count the TPUs held when J is scanned at `instant` (earlier or hp starts)."""
+        return sum(tasks[i].width for i, start in jobs
+                   if (start < instant or (start == instant and i < k))
+                   and instant < start + tasks[i].wcet)
+
+    def search(jobs: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return None
+        gap = next((t for t in range(1, latest + 1) if blocking(jobs, t) < need), None)
+        if gap is None:
+            return jobs
+        used = {i for i, _ in jobs}
+        for i, other in enumerate(tasks):
+            if i == k or i in used:
+                continue
+            # Higher-priority jobs may start at the gap itself (scanned before J).
+            last = gap if i < k else gap - 1
+            for start in range(last, max(0, gap - other.wcet + 1) - 1, -1):
+                if other.width > tpus - held(jobs, start):
+                    continue
+                if start > 0 and i > k and (rule is Dispatch.STRICT or other.width >= wide
+                                            or blocking(jobs, start) < need):
+                    continue
+                found = search(jobs + [(i, start)])
+                if found is not None or budget[0] < 0:
+                    return found
+        return None
+    return search([])
+
+
 def _jittered(task: GangTask, spread: int, horizon: int, rng: np.random.Generator) -> list[int]:
     """Release job k at k T + j, j uniform in [0, spread] per job."""
     nominal = np.arange(0, horizon, task.period)
