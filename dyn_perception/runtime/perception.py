@@ -354,15 +354,11 @@ class PerceptionEngine:
             if self._tpus is not None and self._tpus[0] == key and not self._in_use(
                     self._tpus[1]):
                 return self._kept(self._tpus[1])
-            self._tpus = (key, make_devices(settings.backend, settings.num_tpus,
-                                            clock=self.clock))
-            return self._tpus[1]
+            return self._open_tpus(settings)
         if settings.backend == 'edgetpu' and len(list_edge_tpus()) < settings.num_tpus:
             raise DeviceUnavailable(f'fewer than {settings.num_tpus} Edge TPUs attached')
         if settings.backend == 'sim-edgetpu' and self._tpus is None:
-            # The simulated board has its TPUs from the start: off while on the host core.
-            self._tpus = ((settings.backend, settings.num_tpus),
-                          make_devices(settings.backend, settings.num_tpus, clock=self.clock))
+            self._open_tpus(settings)  # the simulated board's TPUs: off while on the host
         if self._host is not None and self._host[0] == settings.backend and not self._in_use(
                 [self._host[1]]):
             return self._kept([self._host[1]])
@@ -370,6 +366,12 @@ class PerceptionEngine:
                 else make_devices('litert', 1)[0])
         self._host = (settings.backend, host)
         return [host]
+
+    def _open_tpus(self, settings: PerceptionSettings) -> list[Device]:
+        """Open the TPUs of ``settings`` and keep them for later pipelines."""
+        self._tpus = ((settings.backend, settings.num_tpus),
+                      make_devices(settings.backend, settings.num_tpus, clock=self.clock))
+        return self._tpus[1]
 
     def power_down_unused(self) -> int:
         """

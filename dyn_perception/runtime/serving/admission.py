@@ -265,8 +265,7 @@ class Planner:
         """Greedy placement trying options in ``key`` order; the partitions or why not."""
         parts: list[dict[int, Option]] = []
         free = self.tpus
-        demand = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
-                  for t in tasks]
+        demand = self._least_demand(tasks)
         for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
             options = sorted(tasks[i].admissible(self.tpus), key=key)
             placed = next(((part, option) for option in options for part in parts
@@ -285,6 +284,10 @@ class Planner:
             parts.append({i: fresh})
             free -= fresh.width
         return parts
+
+    def _least_demand(self, tasks: Sequence[Stream]) -> list[float]:
+        """Give the TPUs each stream needs at its least-demand option (width x C / T)."""
+        return [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period for t in tasks]
 
     def _layouts(self, tasks) -> list[tuple[int, ...]]:
         """
@@ -327,8 +330,7 @@ class Planner:
         dropped (their TPUs stay idle).
         """
         slots: list[tuple[int, dict[int, Option]]] = [(w, {}) for w in layout]
-        demand = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
-                  for t in tasks]
+        demand = self._least_demand(tasks)
         for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
             options = sorted(tasks[i].admissible(self.tpus),
                              key=lambda o: (o.width * o.wcet, o.energy_per_job))
@@ -466,8 +468,7 @@ class Planner:
         the pool, partitions hold at most their width in demand), so it changes no verdict;
         it only spares the searches. Names the stream of the largest least demand.
         """
-        least = [min(o.width * o.wcet for o in t.admissible(self.tpus)) / t.period
-                 for t in tasks]
+        least = self._least_demand(tasks)
         total = sum(least)
         if total <= self.tpus:
             return
