@@ -10,11 +10,13 @@ import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from dyn_perception.nodes.system_monitor import SystemMonitor
 from dyn_perception.runtime.energy.meters import find_meters
-from node_processes import spinning
+from node_processes import ParameterClient, spinning
 import pytest
 import rclpy
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +112,19 @@ def test_system_monitor_reports_measured_beside_modelled_energy(tmp_path):
             process.send_signal(signal.SIGINT)
             output = process.communicate(timeout=10)[0]
     assert process.returncode == 0, output
+
+
+def test_system_monitor_applies_what_ros2_param_set_changes_and_refuses_the_rest(tmp_path):
+    """A change it accepts takes effect; what it cannot change live is read-only, not ignored."""
+    with rclpy.init(), spinning(SystemMonitor(parameter_overrides=[
+            Parameter('battery', value='simulated'), Parameter('sysfs_root', value=str(tmp_path))
+    ])) as monitor, spinning(ParameterClient()) as client:
+        for name, value in (('capacity_wh', 5.0), ('initial_charge', 0.5),
+                            ('battery', 'real'), ('result_topic', 'elsewhere')):
+            result = client.set_values('system_monitor', **{name: value})[0]
+            assert not result.successful and 'read-only' in result.reason, name
+        assert monitor.battery.capacity_j == 3600.0 * 10.0 and monitor.battery.charge == 1.0
+        done = client.set_values('system_monitor', base_power_w=7, period_s=1.5)
+        assert all(r.successful for r in done), [r.reason for r in done]
+        assert monitor.battery.base_power_w == 7.0
+        assert monitor.timer.timer_period_ns == 1_500_000_000

@@ -194,6 +194,14 @@ def test_parameters_are_checked_like_ros2_param_set(graph):
     assert custom.successful and perception.engine.settings.thresholds == (0.5, 0.5)
     bad_type = harness.set_parameters('perception', thresholds=['a'])[0]
     assert not bad_type.successful
+    # `ros2 param set /perception diagnostics_period_s 2` sends an integer: taken as 2.0,
+    # and ROS's range still applies to it.
+    widened = harness.set_parameters('perception', diagnostics_period_s=2)[0]
+    assert widened.successful, widened.reason
+    assert perception.get_parameter('diagnostics_period_s').value == 2.0
+    assert perception.get_parameter('diagnostics_period_s').type_ == Parameter.Type.DOUBLE
+    assert perception.diagnostics_timer.timer_period_ns == 2_000_000_000  # it takes effect
+    assert not harness.set_parameters('perception', diagnostics_period_s=0)[0].successful
     described = perception.describe_parameter('num_tpus')
     assert described.integer_range[0].to_value == 16 and described.description
     mode = perception.describe_parameter('mode')
@@ -249,7 +257,8 @@ def test_energy_manager_follows_battery_with_hysteresis():
     with rclpy.init():
         manager = EnergyManager(parameter_overrides=[
             Parameter('min_dwell_s', value=0.0), Parameter('period_s', value=0.1),
-            Parameter('down_persist_s', value=0.0), Parameter('charge_tau_s', value=0.0)])
+            # An integer for a double, as `-p charge_tau_s:=0` and a YAML `0` give.
+            Parameter('down_persist_s', value=0.0), Parameter('charge_tau_s', value=0)])
         harness = Harness()
         executor = MultiThreadedExecutor()
         executor.add_node(manager)

@@ -174,6 +174,11 @@ def test_mode_changes_keep_every_deadline(dispatch):
     ({'deadline_ms': -1}, 'deadline must be > 0'),
     ({'deadline_ms': 500}, 'deadline 500 ms > period'),
     ({'accuracy_floor': {'performance': 0.99}}, 'above what any variant'),
+    ({'accuracy_floor': {'perfomance': 0.9}}, 'floor for unknown modes'),
+    ({'rate_hz': float('inf')}, 'a finite number'),
+    ({'topic': 'front cam/image'}, 'is not a ROS topic name'),
+    ({'topic': 'front//image'}, 'is not a ROS topic name'),
+    ({'topic': '{node}/image'}, 'is not a ROS topic name'),
 ])
 def test_bad_stream_is_refused_with_its_name_and_the_others_keep_running(entry, reason):
     server = StreamServer(streams(), modelled(4), mode='performance', modes=MODES)

@@ -12,15 +12,17 @@ from dyn_perception.nodes.conversions import rgb_to_image
 from dyn_perception.nodes.qos import image_qos
 from dyn_perception.nodes.stream_server import stream_file, StreamServerNode
 from dyn_perception.runtime.paths import data_path
-from dyn_perception.runtime.serving import load_streams
+from dyn_perception.runtime.serving import load_streams, ServingError, StreamSpec
 import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.validate_full_topic_name import validate_full_topic_name
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 import yaml
@@ -151,6 +153,11 @@ def test_a_bad_stream_file_is_refused_with_the_reason_and_streams_go_on(graph, t
                                     'deadline_ms': 200}], 'late.yaml')
     result = cameras.set_parameters(streams=late)
     assert not result.successful and 'stream top' in result.reason
+    # A name or topic rclpy would refuse with a traceback when the node advertises it.
+    for entry in ({'name': 'top cam', 'model': 'fmnist_eenet', 'rate_hz': 5},
+                  {'name': 'top', 'model': 'fmnist_eenet', 'rate_hz': 5, 'topic': 'top//img'}):
+        result = cameras.set_parameters(streams=write_streams(tmp_path, [entry], 'name.yaml'))
+        assert not result.successful and 'not a ROS' in result.reason, result.reason
     crowd = write_streams(tmp_path, [{'name': f'extra{i}', 'model': 'fmnist_eenet',
                                       'rate_hz': 30} for i in range(30)], 'crowd.yaml')
     result = cameras.set_parameters(streams=crowd)
@@ -200,12 +207,43 @@ def test_the_graph_has_the_stream_server_only_when_a_stream_file_is_given():
     assert stream_file(spec.parameters['streams']).resolve() == data_path('config', 'streams.yaml')
 
 
-def test_start_up_with_a_bad_stream_file_prints_one_error_and_exits_2(tmp_path):
-    bad = write_streams(tmp_path, [{'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}])
+@pytest.mark.parametrize('entry, reason', [
+    ({'name': 'top', 'model': 'no_such_model', 'rate_hz': 5}, 'stream top: unknown'),
+    ({'name': 'top-cam', 'model': 'fmnist_eenet', 'rate_hz': 5}, 'not a ROS name'),
+    ({'name': 'top', 'model': 'fmnist_eenet', 'rate_hz': 5, 'topic': '9cam/image'},
+     'not a ROS topic name'),
+])
+def test_start_up_with_a_bad_stream_file_prints_one_error_and_exits_2(tmp_path, entry, reason):
+    bad = write_streams(tmp_path, [entry])
     done = subprocess.run(
         [sys.executable, '-m', 'dyn_perception.nodes.stream_server', '--ros-args',
          '-p', f'streams:={bad}'], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith('error:')]
-    assert len(errors) == 1 and 'stream top' in errors[0], done.stderr
+    assert len(errors) == 1 and reason in errors[0], done.stderr
     assert 'Traceback' not in done.stderr
+
+
+def rclpy_takes(topic: str) -> bool:
+    try:
+        validate_full_topic_name(expand_topic_name(topic, 'stream_server', '/deep/namespace'))
+    except (ValueError, rclpy.exceptions.InvalidTopicNameException):
+        return False
+    return True
+
+
+def test_every_stream_name_and_topic_the_file_takes_rclpy_takes_too():
+    rng = np.random.default_rng(3)
+    alphabet = list('ab_Z09/~ -.{}') + ['é']
+    tried = ['a', '_a', '1a', 'a__b', '/a', '~/a', '~', 'a/', 'a//b', 'a b', 'x' * 300,
+             *(''.join(rng.choice(alphabet, rng.integers(1, 12))) for _ in range(3000))]
+    taken = 0
+    for text in tried:
+        try:
+            StreamSpec(text, 'm', 0.1, 0.1, topic=text)
+        except ServingError as err:
+            assert 'not a ROS' in str(err) or 'non-empty' in str(err), err
+            continue
+        taken += 1
+        assert rclpy_takes(text) and rclpy_takes(f'~/{text}/result'), text
+    assert taken > 50  # the check is not vacuous: many names pass both

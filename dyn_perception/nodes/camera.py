@@ -76,8 +76,7 @@ class Camera(Node):
         if REOPEN & set(changes):
             self.frames, self._pending = self._pending, None
         if 'rate_hz' in changes:
-            self.timer.cancel()
-            self.timer = self.create_timer(1.0 / changes['rate_hz'], self._tick)
+            self.timer.timer_period_ns = round(1e9 / changes['rate_hz'])
 
     def _tick(self) -> None:
         frame = next(self.frames, None)

@@ -109,8 +109,7 @@ class EnergyManager(Node):
             self.costs = self._costs(self.params.value('model'))
         self.policy = self._policy(self.params.values(), self.policy.mode)
         if 'period_s' in changes:
-            self.timer.cancel()
-            self.timer = self.create_timer(changes['period_s'], self._tick)
+            self.timer.timer_period_ns = round(changes['period_s'] * 1e9)
         self._tick()
 
     def _now(self) -> float:

@@ -74,13 +74,30 @@ class ParameterSet:
         self.node = node
         self.params = {p.name: p for p in params}
         self.validate, self.apply = validate, apply
+        # `-p rate:=2` and a YAML `rate: 2` are integers; rclpy would refuse them for a
+        # double parameter (at start-up with an exception). rclpy has no public accessor for
+        # the start-up overrides, so they are widened in its own table before declaring.
+        overrides = getattr(node, '_parameter_overrides', {})
+        for name, override in list(overrides.items()):
+            if name in self.params:
+                overrides[name] = self._widened(override)
         for p in params:
             node.declare_parameter(p.name, p.default, p.descriptor())
         problems = [p.problem(self.value(p.name)) for p in params]
         if any(problems):
             raise ValueError(f'{node.get_name()}: ' + '; '.join(filter(None, problems)))
+        node.add_pre_set_parameters_callback(
+            lambda changes: [self._widened(change) for change in changes])
         node.add_on_set_parameters_callback(self._on_set)
         node.add_post_set_parameters_callback(self._post_set)
+
+    def _widened(self, change: Parameter) -> Parameter:
+        """Turn an integer for a double parameter into that double (`ros2 param set x 1`)."""
+        spec = self.params.get(change.name)
+        if (spec is not None and change.type_ == Parameter.Type.INTEGER
+                and isinstance(spec.default, float)):
+            return Parameter(change.name, Parameter.Type.DOUBLE, float(change.value))
+        return change
 
     def value(self, name: str) -> Any:
         return self.node.get_parameter(name).value

@@ -101,7 +101,8 @@ class Perception(Node):
                 frame[0], stamp, label, held_s=time.monotonic() - frame[1]),
             wait_s=0.5, labels_expected=lambda: truth.get_publisher_count() > 0)
         self.create_subscription(String, 'energy_mode', self._on_energy_mode, 10)
-        self.create_timer(self.params.value('diagnostics_period_s'), self._publish_diagnostics)
+        self.diagnostics_timer = self.create_timer(self.params.value('diagnostics_period_s'),
+                                                   self._publish_diagnostics)
         # Runs only while a frame waits for its label: an idle 50 Hz timer would wake the
         # executor between images for nothing.
         self.release_timer = self.create_timer(0.02, self._release_waiting, autostart=False)
@@ -124,6 +125,8 @@ class Perception(Node):
 
     def _apply(self, changes: dict) -> None:
         self.engine.apply(self._settings(self.params.values()))
+        if 'diagnostics_period_s' in changes:
+            self.diagnostics_timer.timer_period_ns = round(changes['diagnostics_period_s'] * 1e9)
         self.get_logger().info('now ' + ', '.join(f'{k}={v}' for k, v in changes.items()))
 
     # -- inputs --------------------------------------------------------------------------

@@ -88,7 +88,8 @@ class StreamServerNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._wire(config)
         self.create_subscription(String, 'energy_mode', self._on_energy_mode, 10)
-        self.create_timer(self.params.value('diagnostics_period_s'), self._publish_diagnostics)
+        self.diagnostics_timer = self.create_timer(self.params.value('diagnostics_period_s'),
+                                                   self._publish_diagnostics)
         for name, reason in self.server.rejections.items():
             self.get_logger().warning(f'not admitted: {reason}')
         self.get_logger().info(f'{len(self.server.served)} of {len(config.streams)} streams on '
@@ -140,6 +141,8 @@ class StreamServerNode(Node):
         self._wire(config)
 
     def _apply(self, changes: dict) -> None:
+        if 'diagnostics_period_s' in changes:
+            self.diagnostics_timer.timer_period_ns = round(changes['diagnostics_period_s'] * 1e9)
         self.get_logger().info('now ' + ', '.join(f'{k}={v}' for k, v in changes.items()))
 
     def _on_energy_mode(self, msg: String) -> None:

@@ -28,14 +28,17 @@ from std_msgs.msg import Float32, String
 
 PARAMS = (
     Param('battery', 'auto', 'auto (real if present), real, or simulated',
-          choices=('auto', 'real', 'simulated')),
-    Param('capacity_wh', 10.0, 'simulated battery capacity', low=0.001, high=10000.0),
-    Param('initial_charge', 1.0, 'simulated battery start charge', low=0.0, high=1.0),
+          choices=('auto', 'real', 'simulated'), read_only=True),
+    Param('capacity_wh', 10.0, 'simulated battery capacity', low=0.001, high=10000.0,
+          read_only=True),
+    Param('initial_charge', 1.0, 'simulated battery start charge', low=0.0, high=1.0,
+          read_only=True),
     Param('base_power_w', 2.0, 'simulated draw of everything but perception', low=0.0,
           high=1000.0),
     Param('drain_factor', 1.0, 'multiplies every simulated drain (demos)', low=0.0, high=1e6),
     Param('period_s', 0.5, 'seconds between publications', low=0.05, high=60.0),
-    Param('result_topic', 'perception/result', 'where perception reports energy_j'),
+    Param('result_topic', 'perception/result', 'where perception reports energy_j',
+          read_only=True),
     Param('sysfs_root', '/sys', 'where RAPL and INA meters are looked for (tests: a fake tree)',
           read_only=True),
 )
@@ -45,7 +48,8 @@ class SystemMonitor(Node):
 
     def __init__(self, **kwargs):
         super().__init__('system_monitor', **kwargs)
-        self.params = ParameterSet(self, PARAMS)
+        # What builds the battery and the subscription is read-only; the rest is applied.
+        self.params = ParameterSet(self, PARAMS, apply=self._apply)
         p = self.params.values()
         self.supply = find_battery() if p['battery'] != 'simulated' else None
         if p['battery'] == 'real' and self.supply is None:
@@ -66,8 +70,14 @@ class SystemMonitor(Node):
             meter.sample(0.0)
         self.pending_j, self.frames, self.bad_results = 0.0, 0, 0
         self.last = self.get_clock().now()
-        self.create_timer(p['period_s'], self._tick)
+        self.timer = self.create_timer(p['period_s'], self._tick)
         self.get_logger().info('battery: ' + (str(self.supply) if self.supply else 'simulated'))
+
+    def _apply(self, changes: dict) -> None:
+        if 'base_power_w' in changes:
+            self.battery.base_power_w = changes['base_power_w']
+        if 'period_s' in changes:
+            self.timer.timer_period_ns = round(changes['period_s'] * 1e9)
 
     def _on_result(self, msg: String) -> None:
         try:

@@ -137,6 +137,11 @@ class StreamServer:
     # -- streams and admission --------------------------------------------------------------
 
     def _declare(self, spec: StreamSpec) -> Served:
+        unknown = sorted(set(spec.accuracy_floor) - set(self.modes))
+        if unknown:
+            # A misspelt mode would silently leave that mode without its floor.
+            raise ServingError(f'stream {spec.name}: accuracy floor for unknown modes '
+                               f'{unknown} (modes: {", ".join(self.modes)})')
         served = Served(spec, self._model(spec))
         if spec.name not in self.accounts:
             self.accounts[spec.name] = StreamAccount(spec.name)

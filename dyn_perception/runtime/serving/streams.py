@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import math
 from pathlib import Path
+import re
 from typing import Any, Mapping, Optional, Sequence
 
 from dyn_perception.runtime.scheduling import Dispatch
@@ -32,6 +33,16 @@ import yaml
 DISPATCH_KINDS = ('global', 'partitioned')
 STREAM_KEYS = {'name', 'model', 'rate_hz', 'deadline_ms', 'topic', 'accuracy_floor'}
 POOL_KEYS = {'tpus', 'dispatch', 'rule', 'tick_ms'}
+# ROS 2 names (design.ros2.org, "Topic and Service name mapping"): tokens of ASCII letters,
+# digits and underscores that do not start with a digit, joined by '/'.  A stream's name is
+# one token (its results go to ``~/<name>/result``); its topic is relative, absolute or
+# private ('~/...'); substitutions ('{node}') are not taken.  Checked here, not by rclpy, so
+# that the runtime stays rclpy-free and a bad file is refused before any node is touched;
+# the lengths keep the expanded names under rmw's limit in any namespace of sensible depth.
+_TOKEN = r'[A-Za-z_][A-Za-z0-9_]*'
+_NAME = re.compile(_TOKEN)
+_TOPIC = re.compile(rf'(/|~/)?{_TOKEN}(/{_TOKEN})*|~')
+MAX_NAME_CHARS, MAX_TOPIC_CHARS = 63, 200
 
 
 class ServingError(ValueError):
@@ -56,8 +67,18 @@ class StreamSpec:
     topic: str = ''
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
+        if not isinstance(self.name, str) or not self.name:
             raise ServingError(f'stream {self.name!r}: a stream needs a non-empty name')
+        if not _NAME.fullmatch(self.name) or len(self.name) > MAX_NAME_CHARS:
+            raise ServingError(
+                f'stream {self.name!r}: not a ROS name (one token of letters, digits and _, '
+                f'not starting with a digit, at most {MAX_NAME_CHARS} characters; its results '
+                f'go to ~/<name>/result)')
+        if self.topic and (not _TOPIC.fullmatch(self.topic) or len(self.topic) > MAX_TOPIC_CHARS):
+            raise ServingError(
+                f'stream {self.name}: topic {self.topic!r} is not a ROS topic name (tokens of '
+                f'letters, digits and _, not starting with a digit, joined by /; optionally '
+                f'led by / or ~/; at most {MAX_TOPIC_CHARS} characters)')
         for key in ('period_s', 'deadline_s'):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -97,9 +118,10 @@ class StreamSpec:
             if key not in entry:
                 raise ServingError(f'stream {label}: {key} is missing')
         rate = entry['rate_hz']
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-            raise ServingError(f'stream {label}: period must be > 0 (rate_hz > 0), '
-                               f'got rate_hz={rate!r}')
+        if (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
+                or not math.isfinite(rate)):
+            raise ServingError(f'stream {label}: period must be > 0 (rate_hz a finite number '
+                               f'> 0), got rate_hz={rate!r}')
         deadline = entry.get('deadline_ms', 1e3 / rate)
         if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
             raise ServingError(f'stream {label}: deadline_ms must be a number, got {deadline!r}')
