@@ -23,9 +23,10 @@ HORIZON_PERIODS = 30
 # Random runs per set, on top of the synchronous one.
 RANDOM_RUNS = 3
 # Counter-example search (`search_counterexample`): releases over this many of the longest
-# period, simulator runs per set and per climb.  Measured on the issue-15 sets at m = 4,
-# U = 1.6 that neither other counter-example refutes: 600 runs in climbs of 100 refuted 1
-# of 133 (set, rule) pairs, 1,500 in climbs of 300 3, 5,000 in climbs of 1,000 5.
+# period, simulator runs per set and per climb.  On the issue-15 sets at m = 4, U = 1.6
+# that neither other counter-example refutes (133 pairs of set and rule), development
+# versions refuted 1 with 600 runs, 3 with 1,500, 5 with 5,000; this one 2 (about 1 s a
+# set, at most 3.5 s, on shared cores).
 SEARCH_PERIODS = 2
 SEARCH_RUNS = 3000
 SEARCH_CLIMB = 300
