@@ -168,8 +168,8 @@ def search_counterexample(tasks: Sequence[GangTask], tpus: int, rule: Dispatch,
     Several jobs per task over `SEARCH_PERIODS` longest periods, releases T or more apart,
     execution times in [1, C].  Each climb targets one task k (lowest priority first, in
     turn) and starts from periodic releases at the WCET, with random offsets or, every
-    other climb, offsets that put a release of every task near one job J of k (from D_k
-    before it to C_i after); it keeps a random change to one task (its offset, one
+    other climb, offsets that put a release of every task near one job J of k (from C_i
+    before it to D_k after); it keeps a random change to one task (its offset, one
     release gap, one execution time) unless k's worst response in the simulator falls.
     Each step is a simulator run, and a schedule is returned only if some job misses in
     that run: a confirmed counter-example, where finding none proves nothing.  Where the
