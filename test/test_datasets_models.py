@@ -8,6 +8,7 @@ from dyn_perception.runtime.datasets import DatasetError, load_dataset
 from dyn_perception.training.export import export_segments
 from dyn_perception.training.models import ARCHITECTURES, build_network
 from dyn_perception.training.tflite_ops import float_ops, list_ops
+from dyn_perception.training.train import to_tensor
 import numpy as np
 import pytest
 import torch
@@ -59,6 +60,18 @@ def test_architectures_end_every_segment_chain_in_an_exit(arch, shape, options):
     assert all(tuple(o.shape) == (2, 7) for o in outputs)
     assert not net.segments[-1].emits_features
     assert set(ARCHITECTURES) == {'blenet', 'resnet_ee', 'mobilenetv2_ee'}
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+def test_training_batches_are_nchw_in_memory_not_channels_last(channels):
+    # Channels-last batches send a pruned strided 1x1 convolution's weight gradient to
+    # oneDNN's AVX2 kernel that corrupts the heap (uxlfoundation/oneDNN#6035; test_pruning's
+    # recorded command aborted on an AVX2-only CPU before this).
+    images = np.arange(2 * 4 * 4 * channels, dtype=np.uint8).reshape(2, 4, 4, channels)
+    x = to_tensor(images, (0.5,) * channels, (0.25,) * channels)
+    assert x.stride() == torch.empty(2, channels, 4, 4).stride()
+    np.testing.assert_allclose(x.permute(0, 2, 3, 1).numpy(), (images / 255 - 0.5) / 0.25,
+                               rtol=1e-6)
 
 
 def test_mobilenet_segments_export_to_full_int8(tmp_path):

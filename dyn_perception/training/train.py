@@ -112,8 +112,14 @@ def network_for(config: TrainConfig, dataset: Dataset) -> EarlyExitNet:
 
 def to_tensor(images: np.ndarray, mean: tuple, std: tuple) -> torch.Tensor:
     """uint8 NHWC to normalised float NCHW, the layout the torch model trains in."""
-    # A copy: the data sets are read-only arrays, which torch will not wrap.
-    x = torch.tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
+    # A copy: the data sets are read-only arrays, which torch will not wrap. In NCHW strides,
+    # not the channels-last ones of a permuted NHWC array (which .contiguous() keeps when C is
+    # 1), since every later layer inherits them: in channels-last, oneDNN's AVX2 kernel for the
+    # weight gradient of a strided 1x1 convolution with fewer than 8 input channels (a pruned
+    # layer) writes past its workspace (uxlfoundation/oneDNN#6035), i.e. heap corruption or
+    # wrong gradients on AVX2-only CPUs (an abort here on an AMD EPYC, 2026-12-07).
+    x = torch.tensor(images).permute(0, 3, 1, 2).to(
+        torch.float32, memory_format=torch.contiguous_format).div_(255.0)
     mean_t = torch.tensor(mean).view(1, -1, 1, 1)
     std_t = torch.tensor(std).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
