@@ -1,5 +1,6 @@
 """The stream server: the analysed rule, bounds kept, exits, swaps, mode changes, bad input."""
 
+import copy
 from dataclasses import replace
 
 from dyn_perception.runtime.devices import calibrated_timing, make_devices
@@ -405,46 +406,78 @@ def test_global_dispatch_admits_only_what_the_global_test_accepts():
     server.close()
 
 
-def test_fixed_layouts_admit_sets_the_greedy_packings_refuse_and_every_partition_passes(tmp_path):
-    # The benchmark's sets at load 1.1 on 8 TPUs, with its MobileNetV2-size model (whose
-    # width-2 gangs need less TPU time than width 1): the greedy packings open partitions as
-    # they go and strand TPUs; the fixed layouts sized by least demand admit more. Whatever
-    # is admitted must be exactly what the uniprocessor NP-FP analysis accepts.
+@pytest.fixture(scope='module')
+def bench_sets(tmp_path_factory):
+    """Stream sets as bench/serving.py draws them, with its MobileNetV2-size model, 8 TPUs."""
     import sys
     from pathlib import Path
     from dyn_perception.runtime.artifacts import load_manifest, load_profile
     from dyn_perception.runtime.modes import load_modes
-    from dyn_perception.runtime.scheduling import np_fp_response_times
     from dyn_perception.runtime.serving import Planner, Served, ServedModel
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
     import serving as bench
     models = {n: ServedModel(load_manifest(n), load_profile(n)) for n in bench.SHIPPED}
-    models[bench.LARGE] = bench.large_model(tmp_path / bench.LARGE)
-    device = modelled(1)[0]
-    planner = Planner(device, modelled(1)[0], 8, Dispatch.STRICT, 1e-4, MODES)
-    greedy = Planner(device, modelled(1)[0], 8, Dispatch.STRICT, 1e-4, MODES)
-    greedy._layouts = lambda tasks: []
+    models[bench.LARGE] = bench.large_model(tmp_path_factory.mktemp('large') / bench.LARGE)
+    planner = Planner(modelled(1)[0], modelled(1)[0], 8, Dispatch.STRICT, 1e-4, MODES)
     demand = {n: bench.fixed_demand(planner, m) for n, m in models.items()}
     budgets = {m.name: m.max_accuracy_loss / 100 for m in load_modes()}
+
+    def draw(rng, load: float):
+        specs, mode, _ = bench.random_set(rng, models, budgets, demand, load * 8)
+        return [Served(s, models[s.model]) for s in specs], mode
+
+    return planner, draw
+
+
+def assert_every_partition_passes(config) -> None:
+    """Whatever is admitted must be exactly what the uniprocessor NP-FP analysis accepts."""
+    from dyn_perception.runtime.scheduling import np_fp_response_times
+    used = [d for lane in config.lanes for d in lane.devices]
+    parts = {lane.devices for lane in config.lanes}
+    assert set(used) <= set(range(8)) and sum(map(len, parts)) == len(set(used))
+    for devices in parts:
+        ranked = [(lane, task) for lane, task in zip(config.lanes, config.tasks)
+                  if lane.devices == devices]
+        assert all(lane.width == len(devices) for lane, _ in ranked)
+        verdict = np_fp_response_times([task for _, task in ranked])
+        assert verdict and list(verdict.response_times) == [
+            config.bound_ticks[lane.stream] for lane, _ in ranked]
+
+
+def test_fixed_layouts_admit_sets_the_greedy_packings_refuse_and_every_partition_passes(
+        bench_sets):
+    # At load 1.1, with the large model (whose width-2 gangs need less TPU time than width
+    # 1), the greedy packings open partitions as they go and strand TPUs; the fixed layouts
+    # sized by least demand admit more.
+    planner, draw = bench_sets
+    greedy = copy.copy(planner)
+    greedy._layouts = lambda tasks: []
     rng = np.random.default_rng(0)
     admitted = {'greedy': 0, 'layouts': 0}
     for _ in range(8):
-        specs, mode, _ = bench.random_set(rng, models, budgets, demand, 1.1 * 8)
-        served = [Served(s, models[s.model]) for s in specs]
+        served, mode = draw(rng, 1.1)
         for name, search in (('greedy', greedy), ('layouts', planner)):
             try:
                 config = search.admit_partitioned(served, mode)
             except ServingError:
                 continue
             admitted[name] += 1
-            used = [d for lane in config.lanes for d in lane.devices]
-            parts = {lane.devices for lane in config.lanes}
-            assert set(used) <= set(range(8)) and sum(map(len, parts)) == len(set(used))
-            for devices in parts:
-                ranked = [(lane, task) for lane, task in zip(config.lanes, config.tasks)
-                          if lane.devices == devices]
-                assert all(lane.width == len(devices) for lane, _ in ranked)
-                verdict = np_fp_response_times([task for _, task in ranked])
-                assert verdict and list(verdict.response_times) == [
-                    config.bound_ticks[lane.stream] for lane, _ in ranked]
+            assert_every_partition_passes(config)
     assert admitted['layouts'] > admitted['greedy']
+
+
+def test_grouping_streams_by_period_admits_a_set_plain_first_fit_refuses(bench_sets):
+    # A benchmark set at load 1.1 that no layout takes by plain first fit: with streams
+    # grouped by period, a layout takes it.
+    planner, draw = bench_sets
+    rng = np.random.default_rng(0)
+    for j in range(13):
+        draw(rng, (1.0, 1.1, 1.2)[j % 3])
+    served, mode = draw(rng, 1.1)
+    config = planner.admit_partitioned(served, mode)
+    assert_every_partition_passes(config)
+    plain = copy.copy(planner)
+    plain._pack_layout = lambda *args, group_periods: type(planner)._pack_layout(
+        plain, *args, group_periods=False)
+    with pytest.raises(ServingError):
+        plain.admit_partitioned(served, mode)
