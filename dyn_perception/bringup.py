@@ -39,14 +39,24 @@ class LaunchArgument:
         Read a command-line string as this argument's value.
 
         Text stays text where the default is a string (a device '0' is a name, not a
-        number); otherwise it is read as YAML, the way ROS reads parameter values.
+        number); otherwise it is read as YAML, the way ROS reads parameter values, and must
+        be of the default's kind (an integer for a float default is taken): an empty value,
+        ``{a: 1}`` or ``[1, "a"]`` reached rclpy, which refused them with a traceback.
         """
         if isinstance(self.default, str):
             return text
         try:
-            return yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
-            return text
+            value = text
+        kind = type(self.default)
+        kinds = (int, float) if kind is float else (kind,)
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kinds):
+            expected = {bool: 'true or false', int: 'an integer', float: 'a number'}.get(
+                kind, f'a {kind.__name__}')
+            raise ValueError(f'launch argument {self.name}:={text!r} is not {expected} '
+                             f'(default {self.default!r})')
+        return value
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,8 @@ def run_in_process(graph: Graph, duration: Optional[float] = None) -> int:
     from dyn_perception.nodes.spin import spin_until_stopped, STARTUP_ERRORS, StopRequest
     stop = StopRequest()
     stop.install()
-    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+    # Not this process's command line: rcl would read `mode:=eco` as a deprecated remap rule.
+    with rclpy.init(args=sys.argv[:1], signal_handler_options=SignalHandlerOptions.NO):
         executor = SingleThreadedExecutor()
         nodes = []
         try:
