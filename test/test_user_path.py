@@ -12,6 +12,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from dyn_perception.bringup import load_graph
@@ -164,6 +165,23 @@ def test_every_bad_start_up_input_is_one_error_line_and_exit_2(tmp_path):
         if process.returncode != 2 or not one_line:
             problems.append(f'{name} {values}: exit {process.returncode}, stderr {err!r}')
     assert not problems, '\n'.join(problems)
+
+
+@pytest.mark.parametrize('module, ros_args, word', [
+    ('perception', ['-p', 'num_tpus:={a: 1}'], 'num_tpus'),
+    ('camera', ['--params-file', '/no/such/params.yaml'], 'params file'),
+    ('stream_server', ['-r'], '-r'),
+])
+def test_ros_arguments_rcl_cannot_parse_are_one_error_line_and_exit_2(tmp_path, module,
+                                                                      ros_args, word):
+    # rclpy.init raised RCLError: a traceback and exit 1. rcl logs its own line before ours.
+    done = subprocess.run([sys.executable, '-m', f'dyn_perception.nodes.{module}',
+                           '--ros-args', *ros_args], env=node_environment(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and word in errors[0], done.stderr
+    assert 'Traceback' not in done.stderr and ', at /' not in done.stderr
 
 
 # One pattern per node and round, rotated so every node meets every pattern once.
