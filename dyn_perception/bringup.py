@@ -39,14 +39,24 @@ class LaunchArgument:
         Read a command-line string as this argument's value.
 
         Text stays text where the default is a string (a device '0' is a name, not a
-        number); otherwise it is read as YAML, the way ROS reads parameter values.
+        number); otherwise it is read as YAML, the way ROS reads parameter values, and must
+        be of the default's kind (an integer for a float default is taken): an empty value,
+        ``{a: 1}`` or ``[1, "a"]`` reached rclpy, which refused them with a traceback.
         """
         if isinstance(self.default, str):
             return text
         try:
-            return yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
-            return text
+            value = text
+        kind = type(self.default)
+        kinds = (int, float) if kind is float else (kind,)
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kinds):
+            expected = {bool: 'true or false', int: 'an integer', float: 'a number'}.get(
+                kind, f'a {kind.__name__}')
+            raise ValueError(f'launch argument {self.name}:={text!r} is not {expected} '
+                             f'(default {self.default!r})')
+        return value
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,8 @@ def run_in_process(graph: Graph, duration: Optional[float] = None) -> int:
     from dyn_perception.nodes.spin import spin_until_stopped, STARTUP_ERRORS, StopRequest
     stop = StopRequest()
     stop.install()
-    with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+    # Not this process's command line: rcl would read `mode:=eco` as a deprecated remap rule.
+    with rclpy.init(args=sys.argv[:1], signal_handler_options=SignalHandlerOptions.NO):
         executor = SingleThreadedExecutor()
         nodes = []
         try:
@@ -191,14 +202,27 @@ def stop_like_launch(processes: Sequence[subprocess.Popen], sigterm_timeout: flo
         p.wait()
 
 
+def _ignore_sigint() -> None:
+    """
+    Start a node process with SIGINT ignored (``Popen`` ``preexec_fn``).
+
+    Python then raises no KeyboardInterrupt while the node's libraries import (1-2 s, before
+    ``spin_node`` takes the signal itself): a Ctrl-C in that window printed a traceback and
+    ended the run with exit 254. A node still importing misses the SIGINT of a stop; the
+    SIGTERM that ``stop_like_launch`` sends next finds its handler installed.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_processes(graph: Graph, duration: Optional[float] = None) -> int:
     """Start one process per node (``python -m <module>``), wait, and stop them together."""
     from dyn_perception.nodes.spin import StopRequest
     stop = StopRequest()
     stop.install()
     env = {**os.environ, **graph.environment(os.environ)}
+    # No thread runs in this process yet, so preexec_fn is safe here.
     processes = [subprocess.Popen([sys.executable, '-m', spec.module, *spec.ros_arguments()],
-                                  env=env) for spec in graph.nodes]
+                                  env=env, preexec_fn=_ignore_sigint) for spec in graph.nodes]
     deadline = None if duration is None else time.monotonic() + duration
     while all(p.poll() is None for p in processes) and not stop.stopped:
         if deadline is not None and time.monotonic() >= deadline:
@@ -210,6 +234,15 @@ def run_processes(graph: Graph, duration: Optional[float] = None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the graph; a Ctrl-C before the stop handlers are in place is a stop all the same."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Only while rclpy imports, before StopRequest.install(): no node exists yet.
+        return 0
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = argparse.ArgumentParser(
         prog='dyn-perception-run', description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -110,6 +110,25 @@ def test_runner_rejects_unknown_arguments(capsys):
     assert 'unknown launch arguments' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('argument', ['num_tpus:=', 'num_tpus:={a: 1}', 'num_tpus:=[1, 2]',
+                                      'num_tpus:=2.5', 'num_tpus:=true', 'rate_hz:=abc',
+                                      'rate_hz:='])
+def test_runner_refuses_a_value_unlike_the_arguments_default(argument, capsys):
+    # rclpy used to get these: a traceback for {a: 1} (exit 1), "not initialized" for ''.
+    from dyn_perception.bringup import main
+    assert main([argument, '--duration', '0']) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(
+        f'error: launch argument {argument.split(":=")[0]}:='), errors
+
+
+def test_runner_takes_an_integer_for_a_float_argument():
+    assert load_graph(values={'rate_hz': 5}).nodes[0].parameters['rate_hz'] == 5
+    arguments = {a.name: a for a in load_graph().arguments}
+    assert arguments['rate_hz'].parse('5') == 5 and arguments['num_tpus'].parse('3') == 3
+    assert arguments['uri'].parse('') == ''  # text arguments stay text, empty or not
+
+
 def test_node_processes_get_the_fastdds_profile_unless_one_is_set():
     graph = load_graph()
     profile = graph.fastdds_profile

@@ -1,9 +1,9 @@
 """Bad input is refused with a typed error that names the problem, never a deep stack trace."""
 
 from dyn_perception.runtime.scheduling import (
-    analyse, assign_priorities, choose_exact, choose_heuristic, Dispatch, GangTask,
-    InvalidScenarioError, InvalidStreamError, InvalidTaskError, InvalidTaskSetError, Option,
-    SchedulingError, simulate, Stream)
+    analyse, analyse_pooled, assign_priorities, choose_exact, choose_heuristic, Dispatch,
+    GangTask, InvalidScenarioError, InvalidStreamError, InvalidTaskError, InvalidTaskSetError,
+    job_level_analysis, Option, SchedulingError, simulate, Stream)
 import pytest
 
 
@@ -110,3 +110,16 @@ def test_configuration_of_nothing(choose):
     selection = choose([], 4, Dispatch.BYPASS)
     assert selection.configuration is None
     assert selection.reason == 'unschedulable: no streams to configure'
+
+
+@pytest.mark.parametrize('call', [
+    lambda tasks: analyse_pooled(tasks, 4, Dispatch.STRICT),
+    lambda tasks: job_level_analysis(tasks, 4, Dispatch.BYPASS),  # falls back to pooled
+])
+def test_a_wcet_too_long_for_the_pooled_arrays_is_refused_not_allocated(call):
+    # Its arrays are as long as the longest WCET in ticks: 10**12 was a MemoryError (7 TiB),
+    # 10**8 minutes of work and gigabytes; the baseline still answers.
+    tasks = [GangTask(10 ** 12, 10 ** 15, 10 ** 15, 1), GangTask(5, 10 ** 13, 10 ** 13, 2)]
+    with pytest.raises(InvalidTaskSetError, match='coarser tick'):
+        call(tasks)
+    assert analyse(tasks, 4, Dispatch.STRICT).schedulable

@@ -4,14 +4,16 @@ import copy
 from dataclasses import replace
 
 from dyn_perception.runtime.devices import calibrated_timing, make_devices
+from dyn_perception.runtime.paths import data_path
 from dyn_perception.runtime.scheduling import analyse_pooled, Dispatch, simulate
 from dyn_perception.runtime.scheduling.generators import random_task_set
 from dyn_perception.runtime.serving import (
-    GangDispatcher, GangJob, Lane, ModelledEdgeTPU, parse_streams, ServingError, StreamServer,
-    StreamSpec
+    GangDispatcher, GangJob, Lane, load_streams, ModelledEdgeTPU, parse_streams, ServingError,
+    StreamServer, StreamSpec
 )
 import numpy as np
 import pytest
+import yaml
 
 MODES = ('performance', 'balanced', 'eco', 'critical')
 
@@ -180,6 +182,13 @@ def test_mode_changes_keep_every_deadline(dispatch):
     ({'topic': 'front cam/image'}, 'is not a ROS topic name'),
     ({'topic': 'front//image'}, 'is not a ROS topic name'),
     ({'topic': '{node}/image'}, 'is not a ROS topic name'),
+    # YAML's other types are refused, not turned into the text 'None' or 'True'.
+    ({'model': None}, 'model must be a string'),
+    ({'topic': 5}, 'topic must be a string'),
+    ({'accuracy_floor': {'performance': True}}, 'must be a fraction'),
+    # Deadlines under the pool's tick: the task model's own error used to escape as a
+    # traceback at start-up and kill the stream_server node on a live change.
+    ({'deadline_ms': 1e-9}, 'shorter than two ticks'),
 ])
 def test_bad_stream_is_refused_with_its_name_and_the_others_keep_running(entry, reason):
     server = StreamServer(streams(), modelled(4), mode='performance', modes=MODES)
@@ -198,6 +207,26 @@ def test_bad_stream_is_refused_with_its_name_and_the_others_keep_running(entry, 
         assert set(started.admitted.plans) == {'front', 'side', 'rear'}
     done = replay(server, 1.0, np.random.default_rng(5))
     assert {r['stream'] for r in done} == {'front', 'side', 'rear'}
+
+
+@pytest.mark.parametrize('change, reason', [
+    ({'streams': [{'name': None, 'model': 'fmnist_eenet', 'rate_hz': 10}]},
+     'name must be a string'),
+    ({'streams': [{'name': True, 'model': 'fmnist_eenet', 'rate_hz': 10}]},
+     'name must be a string'),
+    ({'mdoe': 'eco'}, "unknown keys \\['mdoe'\\]"),
+    ({'mode': ''}, 'mode must be a mode name'),
+    ({'mode': ['eco']}, 'mode must be a mode name'),
+    ({'pool': {'tpus': 10 ** 9}}, 'tpus must be an integer from 1 to 64'),
+    # A tick of 1e-12 s made the pooled test ask 11.8 GiB for one array (global dispatch).
+    ({'pool': {'tick_ms': 1e-9}}, 'tick must be in'),
+])
+def test_a_stream_file_with_a_value_of_the_wrong_kind_is_refused(tmp_path, change, reason):
+    path = tmp_path / 'streams.yaml'
+    path.write_text(yaml.safe_dump({**yaml.safe_load(data_path('config', 'streams.yaml')
+                                                     .read_text()), **change}))
+    with pytest.raises(ServingError, match=reason):
+        load_streams(path)
 
 
 def test_more_streams_than_the_pool_admits_are_rejected_by_name_and_amount():

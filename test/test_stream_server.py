@@ -161,6 +161,12 @@ def test_a_bad_stream_file_is_refused_with_the_reason_and_streams_go_on(graph, t
                                     'deadline_ms': 200}], 'late.yaml')
     result = cameras.set_parameters(streams=late)
     assert not result.successful and 'stream top' in result.reason
+    # A deadline under the pool's tick: the task model's own error escaped the parameter
+    # callback and took the node down.
+    tight = write_streams(tmp_path, [{'name': 'top', 'model': 'fmnist_eenet', 'rate_hz': 10,
+                                      'deadline_ms': 1e-9}], 'tight.yaml')
+    result = cameras.set_parameters(streams=tight)
+    assert not result.successful and 'shorter than two ticks' in result.reason, result.reason
     # A name or topic rclpy would refuse with a traceback when the node advertises it.
     for entry in ({'name': 'top cam', 'model': 'fmnist_eenet', 'rate_hz': 5},
                   {'name': 'top', 'model': 'fmnist_eenet', 'rate_hz': 5, 'topic': 'top//img'}):

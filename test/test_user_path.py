@@ -9,9 +9,12 @@ The nodes run as ``ros2 launch`` starts them (the graph's parameters and environ
 """
 
 import json
+import os
+from pathlib import Path
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from dyn_perception.bringup import load_graph
@@ -164,6 +167,56 @@ def test_every_bad_start_up_input_is_one_error_line_and_exit_2(tmp_path):
         if process.returncode != 2 or not one_line:
             problems.append(f'{name} {values}: exit {process.returncode}, stderr {err!r}')
     assert not problems, '\n'.join(problems)
+
+
+@pytest.mark.parametrize('module, ros_args, word', [
+    ('perception', ['-p', 'num_tpus:={a: 1}'], 'num_tpus'),
+    ('camera', ['--params-file', '/no/such/params.yaml'], 'params file'),
+    ('stream_server', ['-r'], '-r'),
+])
+def test_ros_arguments_rcl_cannot_parse_are_one_error_line_and_exit_2(tmp_path, module,
+                                                                      ros_args, word):
+    # rclpy.init raised RCLError: a traceback and exit 1. rcl logs its own line before ours.
+    done = subprocess.run([sys.executable, '-m', f'dyn_perception.nodes.{module}',
+                           '--ros-args', *ros_args], env=node_environment(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and word in errors[0], done.stderr
+    assert 'Traceback' not in done.stderr and ', at /' not in done.stderr
+
+
+def test_ctrl_c_while_the_node_processes_import_exits_0_without_a_traceback(tmp_path):
+    # The node processes take SIGINT themselves only once their libraries have imported
+    # (1-2 s); a terminal's Ctrl-C before that printed KeyboardInterrupt tracebacks and the
+    # runner exited 254. Signalled as soon as the runner has started every node process.
+    process = subprocess.Popen([sys.executable, '-m', 'dyn_perception.bringup',
+                                '--processes', 'per-node', '--duration', '60'],
+                               env=node_environment(tmp_path), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    children = Path(f'/proc/{process.pid}/task/{process.pid}/children')
+    try:
+        wait_for(lambda: process.poll() is not None
+                 or len(children.read_text().split()) == len(load_graph().nodes), 60,
+                 'for the node processes')
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, err
+    assert 'Traceback' not in err, err
+
+
+def test_ctrl_c_before_the_runner_takes_signals_is_a_stop(monkeypatch):
+    # While rclpy imports, before the runner installs its handlers (the first 0.3-0.8 s).
+    from dyn_perception import bringup
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bringup, 'run_in_process', interrupted)
+    assert bringup.main(['--duration', '1']) == 0
 
 
 # One pattern per node and round, rotated so every node meets every pattern once.

@@ -20,10 +20,11 @@ is not there) prints one ``error: ...`` line and exits 2, without a traceback.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 from dyn_perception.runtime.datasets import DatasetError
 from dyn_perception.runtime.devices.base import DeviceUnavailable
@@ -31,6 +32,7 @@ from dyn_perception.runtime.pipeline import PipelineError
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -86,16 +88,27 @@ def spin_until_stopped(executor: Executor, stop: StopRequest,
         pass
 
 
+def startup_error(err: Exception) -> NoReturn:
+    """Print why the node cannot start on one line, without rcl's source locations; exit 2."""
+    reason = re.sub(r', at \S+:\d+', '', ' '.join(str(err).split()))
+    print(f'error: {reason}', file=sys.stderr)
+    sys.exit(2)
+
+
 def spin_node(make_node: Callable[[], Node], args: Optional[list] = None) -> None:
     """Create the node and spin it until shutdown; exit 2 with the reason if it cannot start."""
     stop = StopRequest()
     stop.install()
-    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+    try:
+        # rcl parses --ros-args here: `-p x:={a: 1}`, a missing --params-file, `-r` alone.
+        context = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except _rclpy.RCLError as err:
+        startup_error(err)
+    with context:
         try:
             node = make_node()
         except STARTUP_ERRORS as err:
-            print('error: ' + ' '.join(str(err).split()), file=sys.stderr)  # one line
-            sys.exit(2)
+            startup_error(err)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:

@@ -41,12 +41,16 @@ import numpy as np
 
 from .analysis import fixed_point, GangAnalysis, Verdict, WindowBound, workload
 from .knapsack import Knapsack, most_valuable
-from .tasks import Dispatch, GangTask
+from .tasks import Dispatch, GangTask, InvalidTaskSetError
 
 # The extended window is searched up to this many of the longest period, and never
 # beyond this many ticks (its arrays grow with the window): else it gives no bound.
 EXTENDED_PERIODS = 20
 EXTENDED_TICKS = 20_000
+# The pool's profiles are arrays as long as the longest WCET in ticks: time and memory grow
+# with it (here 1e6 ticks took 11 s and 150 MB, 1e7 95 s and 1.1 GB, 1e12 a MemoryError for
+# 7 TiB). Beyond this the test refuses the set: a coarser tick gives it an answer.
+MAX_WCET_TICKS = 10_000_000
 # A DP state no item set reaches yet.
 _NONE = -(1 << 40)
 _Result = TypeVar('_Result')
@@ -197,6 +201,10 @@ class PooledAnalysis(GangAnalysis):
         self._pooled = everyone[most_valuable(self._width, self._wcet, self.tpus)]
         self._pooled = self._pooled[np.argsort(-self._wcet[self._pooled], kind='stable')]
         self._longest = max(int(self._wcet.max()) - self.started_before, 0)
+        if self._longest > MAX_WCET_TICKS:
+            raise InvalidTaskSetError(
+                f'a WCET of {int(self._wcet.max())} ticks: the pooled test holds arrays that '
+                f'long (at most {MAX_WCET_TICKS}); analyse on a coarser tick')
         self._pool_memo: dict[tuple[int, int], np.ndarray] = {}
         self._pool_members = set(self._pooled.tolist())
         self._depends: list[np.ndarray] | None = None

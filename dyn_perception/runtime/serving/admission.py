@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 from dyn_perception.runtime.devices.base import Device, SegmentRef
 from dyn_perception.runtime.scheduling import (
     analyse, choose_exact, choose_heuristic, Dispatch, GangAnalysis, GangTask,
-    np_fp_response_times, Option, Stream
+    InvalidStreamError, np_fp_response_times, Option, Stream
 )
 from dyn_perception.runtime.scheduling.partitioned import partition_priorities
 from dyn_perception.runtime.scheduling.priority import deadline_monotonic, reorder
@@ -150,10 +150,25 @@ class Planner:
         return _undominated(options), plans
 
     def stream(self, served: Served, options: Sequence[Option]) -> Stream:
+        """
+        Return the stream in ticks, or its refusal when its times do not fit the tick grid.
+
+        The stream file cannot check this (the tick is the pool's): a deadline must leave at
+        least one tick after the latching one, and a period of 1e300 s that rounds below its
+        deadline in ticks is refused as well. A ServingError, not the task model's own error,
+        so that the stream is rejected like any other and a live change is refused.
+        """
         spec = served.spec
-        return Stream(spec.name, ticks_down(spec.period_s, self.tick_s),
-                      ticks_down(spec.deadline_s, self.tick_s) - 1,
-                      0.0, tuple(options))
+        deadline = ticks_down(spec.deadline_s, self.tick_s) - 1
+        if deadline < 1:
+            raise refusal(spec.name, f'deadline {1e3 * spec.deadline_s:g} ms is shorter than '
+                                     f'two ticks of the pool ({1e3 * self.tick_s:g} ms each, '
+                                     'one latches the frame)')
+        try:
+            return Stream(spec.name, ticks_down(spec.period_s, self.tick_s), deadline,
+                          0.0, tuple(options))
+        except InvalidStreamError as err:  # its message leads with 'stream <name>: '
+            raise ServingError(str(err), spec.name) from None
 
     # -- global dispatch ---------------------------------------------------------------------
 

@@ -33,6 +33,14 @@ import yaml
 DISPATCH_KINDS = ('global', 'partitioned')
 STREAM_KEYS = {'name', 'model', 'rate_hz', 'deadline_ms', 'topic', 'accuracy_floor'}
 POOL_KEYS = {'tpus', 'dispatch', 'rule', 'tick_ms'}
+FILE_KEYS = {'pool', 'mode', 'streams'}
+# More TPUs than any host attaches (a Coral PCIe card carries two): the devices are opened
+# before any admission, and a typo of 1e9 allocated device objects until memory ran out.
+MAX_POOL_TPUS = 64
+# The analyses are pseudo-polynomial in ticks (the pooled test holds arrays as long as the
+# longest WCET in ticks): at 1 us a 1 s job is 1e6 ticks, 8 MB; `tick_ms: 1e-9` asked 11.8 GiB
+# for a 1.6 ms job. No clock here schedules finer than a microsecond either.
+TICK_RANGE_S = (1e-6, 1e-2)
 # ROS 2 names (design.ros2.org, "Topic and Service name mapping"): tokens of ASCII letters,
 # digits and underscores that do not start with a digit, joined by '/'.  A stream's name is
 # one token (its results go to ``~/<name>/result``); its topic is relative, absolute or
@@ -88,7 +96,8 @@ class StreamSpec:
                 f'stream {self.name}: deadline {1e3 * self.deadline_s:g} ms > period '
                 f'{1e3 * self.period_s:g} ms; a frame must be done before the next one comes')
         for mode, floor in self.accuracy_floor.items():
-            if not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
+            if (isinstance(floor, bool) or not isinstance(floor, (int, float))
+                    or not 0 <= floor <= 1):
                 raise ServingError(f'stream {self.name}: accuracy floor of mode {mode} must be '
                                    f'a fraction in [0, 1], got {floor!r}')
 
@@ -117,6 +126,11 @@ class StreamSpec:
         for key in ('name', 'model', 'rate_hz'):
             if key not in entry:
                 raise ServingError(f'stream {label}: {key} is missing')
+        # YAML reads `name: null`, `name: yes` and `model: 12` as other types; str() would turn
+        # them into a stream called 'None' or 'True' without a word.
+        for key in ('name', 'model', 'topic'):
+            if key in entry and not isinstance(entry[key], str):
+                raise ServingError(f'stream {label}: {key} must be a string, got {entry[key]!r}')
         rate = entry['rate_hz']
         if (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
                 or not math.isfinite(rate)):
@@ -142,15 +156,19 @@ class PoolSpec:
     tick_s: float = 1e-4
 
     def __post_init__(self) -> None:
-        if isinstance(self.tpus, bool) or not isinstance(self.tpus, int) or self.tpus < 1:
-            raise ServingError(f'pool: tpus must be a positive integer, got {self.tpus!r}')
+        if (isinstance(self.tpus, bool) or not isinstance(self.tpus, int)
+                or not 1 <= self.tpus <= MAX_POOL_TPUS):
+            raise ServingError(f'pool: tpus must be an integer from 1 to {MAX_POOL_TPUS}, '
+                               f'got {self.tpus!r}')
         if self.dispatch not in DISPATCH_KINDS:
             raise ServingError(f'pool: dispatch must be one of {DISPATCH_KINDS}, '
                                f'got {self.dispatch!r}')
         if not isinstance(self.rule, Dispatch):
             raise ServingError(f'pool: rule must be a Dispatch, got {self.rule!r}')
-        if not (isinstance(self.tick_s, (int, float)) and 0 < self.tick_s <= 0.01):
-            raise ServingError(f'pool: tick must be in (0, 10] ms, got {self.tick_s!r} s')
+        low, high = TICK_RANGE_S
+        if not (isinstance(self.tick_s, (int, float)) and low <= self.tick_s <= high):
+            raise ServingError(f'pool: tick must be in [{low * 1e3:g}, {high * 1e3:g}] ms, '
+                               f'got {self.tick_s!r} s')
 
     @classmethod
     def read(cls, entry: Any) -> 'PoolSpec':
@@ -183,6 +201,9 @@ def parse_streams(data: Any, source: str = 'streams') -> StreamFile:
     """Validate a parsed stream file (a mapping with pool, mode and streams)."""
     if not isinstance(data, dict):
         raise ServingError(f'{source}: top level must be a mapping')
+    unknown = sorted(map(str, set(data) - FILE_KEYS))
+    if unknown:  # a misspelt `mdoe: eco` would be ignored
+        raise ServingError(f'{source}: unknown keys {unknown} (known: {sorted(FILE_KEYS)})')
     entries = data.get('streams')
     if not isinstance(entries, list) or not entries:
         raise ServingError(f'{source}: streams must be a non-empty list')
@@ -192,8 +213,10 @@ def parse_streams(data: Any, source: str = 'streams') -> StreamFile:
     if duplicates:
         raise ServingError(f'{source}: duplicate stream names {duplicates}')
     mode = data.get('mode')
+    if mode is not None and (not isinstance(mode, str) or not mode):
+        raise ServingError(f'{source}: mode must be a mode name, got {mode!r}')
     return StreamFile(PoolSpec.read(data.get('pool', {}) or {}), streams,
-                      None if mode is None else str(mode))
+                      mode)
 
 
 def load_streams(path: str | Path) -> StreamFile:
