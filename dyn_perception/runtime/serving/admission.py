@@ -242,10 +242,10 @@ class Planner:
         Device k of a partition holds stage k of every member, so no swap ever happens; a
         partition is checked with the segment times of those co-resident stages.  If that
         strands a stream, the packing is tried once more with options in order of least TPU
-        demand (width x C), then into fixed layouts of partitions (``_pack_layout``).
-        Then each stream in turn moves to a cheaper option of its
-        partition's width where that passes.  A partition's verdict is memoised for the
-        admission: the packings and the descent ask for the same member sets again.
+        demand (width x C), then into fixed layouts of partitions (``_pack_layout``).  Then
+        each stream in turn moves to a cheaper option of its partition's width where that
+        passes.  A partition's verdict is memoised for the admission: the packings and the
+        descent ask for the same member sets again.
         """
         built, tasks = self.necessary(streams, mode, points, widths)
         # Partition verdicts of this admission, by the members' options.
@@ -356,8 +356,12 @@ class Planner:
         demand = self._least_demand(tasks)
 
         def period_match(slot: tuple[int, dict[int, Option]], period: int) -> int:
-            same = sum(tasks[j].period == period for j in slot[1])
-            return (0 if same == len(slot[1]) else 1) if same else 2 if not slot[1] else 3
+            """Rank a partition: only this period, some of it, empty, none of it."""
+            members = slot[1]
+            same = sum(tasks[j].period == period for j in members)
+            if same:
+                return 0 if same == len(members) else 1
+            return 3 if members else 2
 
         for i in sorted(range(len(tasks)), key=lambda i: -demand[i]):
             options = sorted(tasks[i].admissible(self.tpus),
