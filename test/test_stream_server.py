@@ -204,6 +204,34 @@ def test_a_new_stream_file_replaces_the_streams_live(graph, tmp_path):
     wait_for(lambda: len(cameras.results['side']) > before)
 
 
+def test_a_stream_moved_to_another_topic_listens_there_and_a_topic_may_feed_two(graph,
+                                                                              tmp_path):
+    server, cameras = graph
+    data = yaml.safe_load(data_path('config', 'streams.yaml').read_text())
+    rear = next(s['topic'] for s in data['streams'] if s['name'] == 'rear')
+    for stream in data['streams']:
+        if stream['name'] == 'front':
+            stream['topic'] = rear  # two models on one camera
+    (tmp_path / 'moved.yaml').write_text(yaml.safe_dump(data))
+    result = cameras.set_parameters(streams=str(tmp_path / 'moved.yaml'))
+    assert result.successful, result.reason
+    # Keyed by name alone, front kept listening on its old topic.
+    wait_for(lambda: cameras.images['front'].get_subscription_count() == 0)
+    wait_for(lambda: cameras.images['rear'].get_subscription_count() == 2)
+    before = {name: len(cameras.results[name]) for name in ('front', 'rear')}
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        cameras.images['rear'].publish(
+            rgb_to_image(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)))
+        time.sleep(0.2)
+    wait_for(lambda: all(any(r['status'] == 'ok' for r in cameras.results[n][before[n]:])
+                         for n in before))
+    restored = cameras.set_parameters(streams=str(data_path('config', 'streams.yaml')))
+    assert restored.successful, restored.reason
+    wait_for(lambda: cameras.images['front'].get_subscription_count() == 1
+             and cameras.images['rear'].get_subscription_count() == 1)
+
+
 def test_mode_auto_follows_the_energy_manager(graph):
     server, cameras = graph
     assert cameras.set_parameters(mode='auto').successful

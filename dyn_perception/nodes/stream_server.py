@@ -99,10 +99,16 @@ class StreamServerNode(Node):
         return self.energy_mode if p['mode'] == AUTO else p['mode']
 
     def _wire(self, config: StreamFile) -> None:
-        """Subscribe and advertise each stream of ``config``; drop those of other streams."""
-        names = {spec.name for spec in config.streams}
-        for name in set(self.image_subs) - names:
-            self.destroy_subscription(self.image_subs.pop(name))
+        """
+        Subscribe and advertise each stream of ``config``; drop those of other streams.
+
+        A stream that keeps its name but moves to another topic is subscribed anew: keyed
+        by name alone, it went on listening to its old camera (until 2026-12-07).
+        """
+        topics = {spec.name: self.resolve_topic_name(spec.topic) for spec in config.streams}
+        for name, subscription in list(self.image_subs.items()):
+            if topics.get(name) != subscription.topic_name:
+                self.destroy_subscription(self.image_subs.pop(name))
         qos = image_qos(self.params.value('image_reliability'))
         for spec in config.streams:
             if spec.name not in self.result_pubs:
