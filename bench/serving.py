@@ -249,7 +249,13 @@ def admits(planner: Planner, dispatch: str, served, mode: str, **limits) -> bool
 
 
 def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, limits=None):
-    """Run one admitted set through a mode change; per-stream rows, or None if refused."""
+    """
+    Run one admitted set through a mode change, or None if refused.
+
+    Returns the per-stream rows, the energy per frame before the change (mJ), the change's
+    outcome ('reconfigured', 're-tuned', 'refused', or None without one) and the seconds
+    each switch waited for an idle pool.
+    """
     devices = [ModelledEdgeTPU(f'tpu{i}', planner.device.timing) for i in range(planner.tpus)]
     pool = PoolSpec(planner.tpus, dispatch, planner.rule, planner.tick_s)
     try:
@@ -279,20 +285,25 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
     records = []
     server.on_result = records.append
     changed = change is None or change == mode
+    outcome = None  # the mode change: 'reconfigured', 're-tuned' or 'refused'
     frame = int(rng.integers(FRAMES))
     for t, name in sorted(events):
         if not changed and t >= seconds / 2:
             try:
                 server.set_mode(change)
+                outcome = 're-tuned' if server.switches[-1]['reason'].endswith(
+                    '(re-tuned)') else 'reconfigured'
             except ServingError:
-                pass
+                outcome = 'refused'
             changed = True
         server.submit(name, frame, at=t)
         frame += 1
     server.drain()
     # Energy per frame before any mode change: comparable with a run without one.
     energy = [r['energy_j'] for r in records if r['status'] == 'ok' and r['mode'] == mode]
-    return server.report(), 1e3 * float(np.mean(energy))
+    delays = [s['effective_s'] - s['requested_s'] for s in server.switches
+              if s['effective_s'] is not None]
+    return server.report(), 1e3 * float(np.mean(energy)), outcome, delays
 
 
 def main(argv=None) -> int:
@@ -334,6 +345,10 @@ def main(argv=None) -> int:
     # the sets tried globally that partitioned dispatch admits.
     fixed_only = partitioned_of_global = 0
     admission_s = {'partitioned': 0.0, 'global': 0.0}
+    # Mode changes half way through each admitted set, by outcome, and how long each switch
+    # waited for an idle pool.
+    changes = {d: dict.fromkeys(('reconfigured', 're-tuned', 'refused'), 0) for d in stats}
+    switch_delays: list[float] = []
     for index in tqdm(range(sets), desc='stream sets', mininterval=2.0):
         level = LOADS[index % len(LOADS)]
         streams, mode, change = random_set(rng, models, budgets, demand, level * args.tpus)
@@ -369,8 +384,11 @@ def main(argv=None) -> int:
                 continue
             row[dispatch] += 1
             partitioned_of_global += dispatch == 'partitioned' and not index % GLOBAL_EVERY
-            rows, energy = simulate(planner, dispatch, streams, mode, change, args.seconds, rng,
-                                    traces)
+            rows, energy, outcome, delays = simulate(planner, dispatch, streams, mode, change,
+                                                     args.seconds, rng, traces)
+            if outcome is not None:
+                changes[dispatch][outcome] += 1
+            switch_delays += delays
             record['admitted'] += 1
             record['jobs'] += sum(r['completed'] for r in rows)
             record['misses'] += sum(r['misses'] for r in rows)
@@ -421,6 +439,12 @@ def main(argv=None) -> int:
         'serving_baseline_width': best_width,
         'serving_mean_observed_over_bound_partitioned': float(np.mean(part['ratios'] or [0])),
         'serving_mean_observed_over_bound_global': float(np.mean(glob['ratios'] or [0])),
+        'serving_mode_changes_partitioned': changes['partitioned'],
+        'serving_mode_changes_global': changes['global'],
+        'serving_mode_changes_refused_fraction': (
+            changes['partitioned']['refused'] / max(1, sum(changes['partitioned'].values()))),
+        'serving_switch_wait_ms_max': 1e3 * max(switch_delays, default=0.0),
+        'serving_switch_wait_ms_mean': 1e3 * float(np.mean(switch_delays or [0.0])),
         'serving_energy_sets_partitioned': len(part['energy']),
         'serving_energy_sets_global': len(glob['energy']),
         'serving_seconds_per_set': args.seconds,
@@ -446,6 +470,10 @@ def main(argv=None) -> int:
                                              'serving_sets_feasible_refused'))
     print(f'demand-feasible sets (necessary for any admission): {feasible_sets}, a ceiling '
           f'of {ceiling:.2f} on the gain; of them refused by partitioned admission: {refused}')
+    print(format_table(['dispatch', 'mode changes', *changes['partitioned']],
+                       [[d, sum(c.values()), *c.values()] for d, c in changes.items()]))
+    print(f'a switch waited for an idle pool {results["serving_switch_wait_ms_mean"]:.2f} ms '
+          f'on average, {results["serving_switch_wait_ms_max"]:.2f} ms at most')
     print(f'sets some fixed width admits and the search refuses: {fixed_only}; of the '
           f"{glob['tried']} sets tried globally, partitioned dispatch admits "
           f'{partitioned_of_global}')

@@ -510,3 +510,107 @@ def test_grouping_streams_by_period_admits_a_set_plain_first_fit_refuses(bench_s
         plain, *args, group_periods=False)
     with pytest.raises(ServingError):
         plain.admit_partitioned(served, mode)
+
+
+def test_lost_frames_are_counted_as_not_received():
+    # StreamServer.not_received called the executor's clock, a property: a TypeError that
+    # the stream_server node would raise on the first gap in a camera's sequence numbers.
+    server = StreamServer(streams('partitioned'), modelled(4), mode='performance', modes=MODES)
+    rows = []
+    server.on_result = rows.append
+    server.not_received('front', 2)
+    front = next(row for row in server.report() if row['stream'] == 'front')
+    assert front['released'] == 2 and front['dropped_reasons'] == 'not_received=2'
+    assert [r['reason'] for r in rows] == ['not_received'] * 2
+
+
+def bench_server(bench_sets, load: float, seed: int, wanted):
+    """The first benchmark set (modelled TPUs) whose server satisfies ``wanted``, and its mode."""
+    from dyn_perception.runtime.serving import PoolSpec, StreamFile
+    planner, draw = bench_sets
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        served, mode = draw(rng, load)
+        pool = PoolSpec(8, 'partitioned', Dispatch.STRICT, planner.tick_s)
+        server = StreamServer(StreamFile(pool, tuple(s.spec for s in served), mode),
+                              modelled(8), modes=MODES, planner=planner,
+                              models={s.model.name: s.model for s in served})
+        found = wanted(server, mode)
+        if found:
+            return server, found
+    pytest.fail('no benchmark set of the kind wanted')
+
+
+def refused_with_loads(server, mode):
+    """A more frugal mode whose least-energy switch the model loads break, if any."""
+    for frugal in MODES[MODES.index(mode) + 1:]:
+        try:
+            server._plan_switch(server.served, frugal)
+        except ServingError:
+            return frugal
+    return None
+
+
+def test_a_mode_change_whose_loads_break_the_analysis_retunes_the_running_variants(
+        bench_sets):
+    # Benchmark sets pack partitions to the brim: the loads of a least-energy switch then
+    # blocked some stream past its deadline, and the mode change was refused (most of them,
+    # at every load). Re-tuned in place, it loads nothing and keeps every bound.
+    server, frugal = bench_server(bench_sets, 0.5, 1, refused_with_loads)
+    before = server.admitted
+    server.set_mode(frugal)
+    assert server.switches[-1]['reason'] == f'mode={frugal} (re-tuned)'
+    assert server.switches[-1]['load_ms'] == 0
+    done = replay(server, 1.0, np.random.default_rng(2))
+    after = server.admitted
+    assert after.mode == server.mode == frugal
+    assert (after.lanes, after.tasks, after.bound_ticks, after.residents) == (
+        before.lanes, before.tasks, before.bound_ticks, before.residents)
+    for served in server.served:
+        plan, old = after.plans[served.spec.name], before.plans[served.spec.name]
+        assert plan.point.variant.name == old.point.variant.name
+        assert plan.point.accuracy >= served.spec.floor(frugal, MODES) - 1e-9
+        assert plan.expected_energy_j() <= old.expected_energy_j() + 1e-12
+    assert after.energy_rate_w < before.energy_rate_w
+    assert {r['mode'] for r in done} == {frugal}
+    assert sum(row['misses'] for row in server.report()) == 0
+    assert all(r['response_ms'] <= r['bound_ms'] + 1e-9 for r in done)
+
+
+def test_a_stricter_mode_the_running_variants_cannot_keep_is_refused_with_both_reasons(
+        bench_sets):
+    def pruned_and_refused(server, mode):
+        if mode != 'critical':
+            return None
+        pruned = [s.spec.name for s in server.served
+                  if server.admitted.plans[s.spec.name].point.variant.name
+                  != s.model.manifest.default_variant]
+        try:
+            server.set_mode('performance')
+        except ServingError as err:
+            return pruned and (err, server.admitted)
+        return None
+
+    server, (err, admitted) = bench_server(bench_sets, 0.8, 3, pruned_and_refused)
+    assert 'cannot keep the floor' in str(err) and 'of mode performance' in str(err)
+    assert str(err).startswith('stream ')
+    assert server.admitted is admitted and server.mode == 'critical'
+
+
+def test_loads_block_only_the_partitions_whose_devices_load(bench_sets):
+    server, _ = bench_server(bench_sets, 0.5, 1, lambda server, mode: len(
+        {lane.devices for lane in server.admitted.lanes}) > 2)
+    admitted = server.admitted
+    bounded = 0
+    for devices in {lane.devices for lane in admitted.lanes}:
+        members = {lane.stream for lane in admitted.lanes if lane.devices == devices}
+        try:
+            loaded = server.planner.with_loading(admitted, 0.001, devices)
+        except ServingError as err:
+            assert err.stream in members  # only a stream of the loading partition can fail
+            continue
+        bounded += 1
+        for stream, before in admitted.bound_ticks.items():
+            after = loaded.bound_ticks[stream]
+            assert after >= before if stream in members else after == before
+    assert bounded

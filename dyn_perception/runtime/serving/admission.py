@@ -440,18 +440,21 @@ class Planner:
 
     # -- switching -------------------------------------------------------------------------
 
-    def with_loading(self, admitted: Admitted, load_s: float) -> Admitted:
+    def with_loading(self, admitted: Admitted, load_s: float,
+                     loaded: Sequence[int] = ()) -> Admitted:
         """
         Bound ``admitted`` through a switch whose model loads take ``load_s``.
 
         The switch happens at a tick where no job runs or waits; the loads then hold the
-        devices they touch for L ticks.  That is one job of C = L + 1 (it may start the tick a
-        job is released) and full width at the lowest priority: it only blocks (strict: no
-        lower job starts while J waits; bypass: it is not narrower than J), so the test with
-        that task appended bounds every stream through the switch.  The same bounds hold for
-        the steady state after it, so they are the ones published.  A switch that loads
-        nothing starts the new configuration at an idle instant, which its own analysis
-        already covers: no blocking job is added.
+        devices they touch (``loaded``) for L ticks.  That is one job of C = L + 1 (it may
+        start the tick a job is released) and full width at the lowest priority: it only
+        blocks (strict: no lower job starts while J waits; bypass: it is not narrower than
+        J), so the test with that task appended bounds every stream through the switch.  The
+        same bounds hold for the steady state after it, so they are the ones published.  A
+        switch that loads nothing starts the new configuration at an idle instant, which its
+        own analysis already covers: no blocking job is added; nor to a partition none of
+        whose devices loads (partitions do not interact; until 2026-12-07 every partition
+        was given the loads of the busiest device, and most mode changes were refused).
         """
         if load_s <= 0:
             return admitted
@@ -460,6 +463,9 @@ class Planner:
         bounds = {}
         for devices, members in groups.items():
             tasks = [admitted.tasks[i] for i in members]
+            if devices and not set(devices) & set(loaded):
+                bounds.update((t.name, admitted.bound_ticks[t.name]) for t in tasks)
+                continue
             width = len(devices) if devices else self.tpus
             horizon = 10 * max(t.period for t in tasks)
             loader = GangTask(load_ticks + 1, horizon, horizon, width, 'model loads')
@@ -476,6 +482,33 @@ class Planner:
                               f'({verdict.reason})')
             bounds.update(zip((t.name for t in tasks), verdict.response_times))
         return replace(admitted, bound_ticks=bounds)
+
+    def retune(self, admitted: Admitted, streams: Sequence[Served], mode: str) -> Admitted:
+        """
+        Run ``admitted`` in ``mode`` with nothing to load, or raise ServingError.
+
+        Same lanes, partitions, widths and variants; each stream takes the least-energy
+        point of its running variant that keeps the mode's floor.  A point's C covers every
+        stage whatever its thresholds (``GangPlan.wcet_s``), so the analysed tasks and their
+        bounds stay those of ``admitted``: a mode change whose least-energy configuration
+        cannot absorb its model loads still gets the new floors and thresholds this way.
+        Refused, naming the stream, where the running variant cannot keep the floor.
+        """
+        plans = {}
+        for served in streams:
+            name = served.spec.name
+            running = admitted.plans[name]
+            floor = served.spec.floor(mode, self.modes)
+            variant = running.point.variant.name
+            keeping = [replace(running, point=p) for p in served.model.points
+                       if p.variant.name == variant and p.accuracy >= floor - _EPS]
+            if not keeping:
+                raise refusal(name, f'its running variant {variant} cannot keep the floor '
+                                    f'{floor:.4f} of mode {mode}, and a switch to another '
+                                    'variant must load it')
+            plans[name] = min(keeping, key=lambda plan: plan.expected_energy_j())
+        rate = sum(plans[s.spec.name].expected_energy_j() / s.spec.period_s for s in streams)
+        return replace(admitted, mode=mode, plans=plans, energy_rate_w=rate)
 
     # -- reasons ---------------------------------------------------------------------------
 

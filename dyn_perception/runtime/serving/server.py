@@ -198,7 +198,8 @@ class StreamServer:
                 load_s = max(load_s, probe.load(target).seconds)
                 probe.load(())
                 loads.append((device, target))
-        admitted = self.planner.with_loading(admitted, 0.0 if startup else load_s)
+        admitted = self.planner.with_loading(admitted, 0.0 if startup else load_s,
+                                             [device for device, _ in loads])
         return _Switch(admitted, streams, tuple(loads), load_s)
 
     def _install(self, admitted: Admitted, streams: tuple[Served, ...]) -> None:
@@ -209,17 +210,38 @@ class StreamServer:
     def _request(self, streams: tuple[Served, ...], mode: str, reason: str) -> None:
         """Run steps 1 and 2 of the protocol; step 3 happens at the next idle tick."""
         with self.lock:
-            switch = self._plan_switch(streams, mode)
-            self._pending = switch
-            self.switches.append({'reason': reason, 'requested_s': self.executor.now,
-                                  'effective_s': None, 'load_ms': 1e3 * switch.load_s})
-            self.executor.kick()
+            self._queue(self._plan_switch(streams, mode), reason)
+
+    def _queue(self, switch: _Switch, reason: str) -> None:
+        """Make ``switch`` the pending one (lock held); it replaces any pending before it."""
+        self._pending = switch
+        self.switches.append({'reason': reason, 'requested_s': self.executor.now,
+                              'effective_s': None, 'load_ms': 1e3 * switch.load_s})
+        self.executor.kick()
 
     def set_mode(self, mode: str) -> None:
-        """Reconfigure for ``mode``; ServingError (old configuration kept) if it cannot."""
+        """
+        Reconfigure for ``mode``; ServingError (old configuration kept) if it cannot.
+
+        The least-energy configuration of ``mode`` first.  If the analysis refuses it (its
+        model loads, most often: they block every stream of a partition they touch), the
+        target configuration is re-tuned in place (``Planner.retune``: same variants, the
+        mode's thresholds; nothing to load, so the same bounds): a change towards a more
+        frugal mode is then always taken.
+        """
         if mode not in self.modes:
             raise ServingError(f'mode {mode!r} is not one of {self.modes}')
-        self._request(self._target_streams(), mode, f'mode={mode}')
+        with self.lock:
+            try:
+                self._request(self._target_streams(), mode, f'mode={mode}')
+            except ServingError as err:
+                base = self._pending or _Switch(self.admitted, self.served, (), 0.0)
+                try:
+                    retuned = self.planner.retune(base.admitted, base.streams, mode)
+                except ServingError as why:
+                    raise ServingError(f'{err}; nor can the running variants take mode '
+                                       f'{mode}: {why}', err.stream) from None
+                self._queue(replace(base, admitted=retuned), f'mode={mode} (re-tuned)')
 
     def add_stream(self, spec: StreamSpec) -> None:
         """Admit one more stream; ServingError names it and why, the others keep running."""
@@ -292,7 +314,7 @@ class StreamServer:
         with self.lock:
             for _ in range(count):
                 self.accounts[stream].released += 1
-                self._drop(stream, None, 'not_received', self.executor.now())
+                self._drop(stream, None, 'not_received', self.executor.now)
 
     def _served(self, name: str) -> Optional[Served]:
         return next((s for s in self.served if s.spec.name == name), None)
