@@ -253,7 +253,7 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
     Run one admitted set through a mode change, or None if refused.
 
     Returns the per-stream rows, the energy per frame before the change (mJ), the change's
-    outcome ('reconfigured', 're-tuned', 'refused', or None without one) and the seconds
+    outcome ('reconfigured', 'in place', 'refused', or None without one) and the seconds
     each switch waited for an idle pool.
     """
     devices = [ModelledEdgeTPU(f'tpu{i}', planner.device.timing) for i in range(planner.tpus)]
@@ -285,14 +285,14 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
     records = []
     server.on_result = records.append
     changed = change is None or change == mode
-    outcome = None  # the mode change: 'reconfigured', 're-tuned' or 'refused'
+    outcome = None  # the mode change: 'reconfigured', 'in place' or 'refused'
     frame = int(rng.integers(FRAMES))
     for t, name in sorted(events):
         if not changed and t >= seconds / 2:
             try:
                 server.set_mode(change)
-                outcome = 're-tuned' if server.switches[-1]['reason'].endswith(
-                    '(re-tuned)') else 'reconfigured'
+                outcome = 'in place' if server.switches[-1]['reason'].endswith(
+                    '(in place)') else 'reconfigured'
             except ServingError:
                 outcome = 'refused'
             changed = True
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
     admission_s = {'partitioned': 0.0, 'global': 0.0}
     # Mode changes half way through each admitted set, by outcome, and how long each switch
     # waited for an idle pool.
-    changes = {d: dict.fromkeys(('reconfigured', 're-tuned', 'refused'), 0) for d in stats}
+    changes = {d: dict.fromkeys(('reconfigured', 'in place', 'refused'), 0) for d in stats}
     switch_delays: list[float] = []
     for index in tqdm(range(sets), desc='stream sets', mininterval=2.0):
         level = LOADS[index % len(LOADS)]

@@ -143,10 +143,8 @@ class Planner:
             for width in widths or range(1, self.max_width(served) + 1):
                 gang = self.gang_plan(point, width, residency,
                                       None if union is None else (union,) * width)
-                option = Option(point.label, width, ticks_up(gang.wcet_s, self.tick_s),
-                                gang.expected_energy_j(), point.accuracy)
                 plans[point.label, width] = gang
-                options.append(option)
+                options.append(_option(gang, self.tick_s))
         return _undominated(options), plans
 
     def stream(self, served: Served, options: Sequence[Option]) -> Stream:
@@ -483,32 +481,66 @@ class Planner:
             bounds.update(zip((t.name for t in tasks), verdict.response_times))
         return replace(admitted, bound_ticks=bounds)
 
-    def retune(self, admitted: Admitted, streams: Sequence[Served], mode: str) -> Admitted:
+    def in_place(self, admitted: Admitted, streams: Sequence[Served], mode: str) -> Admitted:
         """
-        Run ``admitted`` in ``mode`` with nothing to load, or raise ServingError.
+        Re-tune ``admitted`` for ``mode`` on its lanes, or raise ServingError naming a stream.
 
-        Same lanes, partitions, widths and variants; each stream takes the least-energy
-        point of its running variant that keeps the mode's floor.  A point's C covers every
-        stage whatever its thresholds (``GangPlan.wcet_s``), so the analysed tasks and their
-        bounds stay those of ``admitted``: a mode change whose least-energy configuration
-        cannot absorb its model loads still gets the new floors and thresholds this way.
-        Refused, naming the stream, where the running variant cannot keep the floor.
+        Same lanes, partitions and widths; each stream takes the least-energy point of its
+        running variant that keeps the mode's floor.  A point's C covers every stage
+        whatever its thresholds (``GangPlan.wcet_s``), so when every running variant keeps
+        its floor the tasks and bounds stay those of ``admitted`` and nothing is loaded.
+        Under partitioned dispatch a stream whose variant falls short takes the least-energy
+        option of its width in ``mode`` instead; its partition is re-planned and re-checked,
+        and the caller costs the loads (``with_loading``).  Under global dispatch it is refused.
         """
-        plans = {}
+        plans, short = {}, []
         for served in streams:
             name = served.spec.name
             running = admitted.plans[name]
             floor = served.spec.floor(mode, self.modes)
-            variant = running.point.variant.name
             keeping = [replace(running, point=p) for p in served.model.points
-                       if p.variant.name == variant and p.accuracy >= floor - _EPS]
-            if not keeping:
-                raise refusal(name, f'its running variant {variant} cannot keep the floor '
-                                    f'{floor:.4f} of mode {mode}, and a switch to another '
-                                    'variant must load it')
-            plans[name] = min(keeping, key=lambda plan: plan.expected_energy_j())
-        rate = sum(plans[s.spec.name].expected_energy_j() / s.spec.period_s for s in streams)
-        return replace(admitted, mode=mode, plans=plans, energy_rate_w=rate)
+                       if p.variant.name == running.point.variant.name
+                       and p.accuracy >= floor - _EPS]
+            if keeping:
+                plans[name] = min(keeping, key=lambda plan: plan.expected_energy_j())
+            else:
+                short.append(served)
+        if not short:
+            rate = sum(plans[s.spec.name].expected_energy_j() / s.spec.period_s
+                       for s in streams)
+            return replace(admitted, mode=mode, plans=plans, energy_rate_w=rate)
+        if admitted.dispatch != 'partitioned':
+            name = short[0].spec.name
+            raise refusal(name, f'its variant {admitted.plans[name].point.variant.name} '
+                                f'cannot keep its floor in mode {mode}')
+        return self._repartition(admitted, streams, mode, plans)
+
+    def _repartition(self, admitted: Admitted, streams: Sequence[Served], mode: str,
+                     kept: dict[str, GangPlan]) -> Admitted:
+        """Check ``admitted``'s partitions with ``kept`` plans and new options for the rest."""
+        built, tasks = self.necessary(streams, mode)
+        index = {served.spec.name: i for i, served in enumerate(streams)}
+        parts: dict[tuple[int, ...], dict[int, Option]] = {}
+        for lane in admitted.lanes:
+            i = index[lane.stream]
+            plan = kept.get(lane.stream)
+            if plan is not None:  # the same point, planned alone as the options are
+                option = _option(built[i][1][plan.point.label, lane.width], self.tick_s)
+            else:
+                option = min((o for o in tasks[i].options if o.width == lane.width),
+                             key=lambda o: o.energy_per_job, default=None)
+                if option is None:
+                    raise refusal(lane.stream, f'no option on {lane.width} TPUs keeps its '
+                                               f'floor in mode {mode}')
+            parts.setdefault(lane.devices, {})[i] = option
+        verdicts: dict[tuple, object] = {}
+        for devices, part in parts.items():
+            if not self._partition(verdicts, built, tasks, part):
+                raise refusal(streams[next(iter(part))].spec.name,
+                              f'its partition (TPUs {devices[0]} to {devices[-1]}) does not '
+                              f'pass in mode {mode} with the variants that keep the floors')
+        return self._partitioned(streams, built, tasks, verdicts,
+                                 [parts[devices] for devices in sorted(parts)], mode)
 
     # -- reasons ---------------------------------------------------------------------------
 
@@ -594,6 +626,12 @@ def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> t
     """Look up a stream's restrictions in maps by stream name (None: no restriction)."""
     name = served.spec.name
     return ((widths or {}).get(name), (points or {}).get(name))
+
+
+def _option(gang: GangPlan, tick_s: float) -> Option:
+    """The option a plan offers a stream: its point on its width, C in ticks, energy per job."""
+    return Option(gang.point.label, gang.width, ticks_up(gang.wcet_s, tick_s),
+                  gang.expected_energy_j(), gang.point.accuracy)
 
 
 def _width(members: dict[int, Option]) -> int:

@@ -10,8 +10,11 @@ Configuration changes (mode, stream added or removed) follow one protocol:
 1. The new stream set is admitted in the new mode (``admission``); if it is not, the change is
    refused with the reason and the running configuration stays.
 2. The model loads it needs are costed on the devices' model (L = the longest per device), and
-   the new configuration is re-analysed with one full-width blocking job of L + 1 ticks
-   (``Planner.with_loading``); if some stream cannot absorb it, the change is refused.
+   the new configuration is re-analysed with one full-width blocking job of L + 1 ticks in
+   each partition that loads (``Planner.with_loading``); if some stream cannot absorb it, the
+   change is refused, except a mode change, which then re-tunes the configuration on its
+   lanes (``Planner.in_place``: the running variants at the new mode's thresholds where
+   they keep its floors, nothing to load and the same bounds).
 3. The switch waits for a tick at which, after that tick's completions, no job runs or waits
    (the pool is idle; releases of that tick come after the switch). Then the lanes change, the
    loads run and hold their devices for L, and the new bounds apply to every later job.
@@ -186,9 +189,10 @@ class StreamServer:
             self.devices[device].load(target)
         self._install(switch.admitted, switch.streams)
 
-    def _plan_switch(self, streams: tuple[Served, ...], mode: str,
-                     startup: bool = False) -> _Switch:
-        admitted = self._admit(streams, mode)
+    def _plan_switch(self, streams: tuple[Served, ...], mode: str, startup: bool = False,
+                     admitted: Optional[Admitted] = None) -> _Switch:
+        """Admit ``streams`` in ``mode`` (unless ``admitted`` is given), cost the loads."""
+        admitted = admitted if admitted is not None else self._admit(streams, mode)
         loads, load_s = [], 0.0
         for device, target in enumerate(admitted.residents):
             if target and keys(self.devices[device].resident) != keys(target):
@@ -225,9 +229,11 @@ class StreamServer:
 
         The least-energy configuration of ``mode`` first.  If the analysis refuses it (its
         model loads, most often: they block every stream of a partition they touch), the
-        target configuration is re-tuned in place (``Planner.retune``: same variants, the
-        mode's thresholds; nothing to load, so the same bounds): a change towards a more
-        frugal mode is then always taken.
+        target configuration is re-tuned on its lanes (``Planner.in_place``: the running
+        variants at the mode's thresholds, nothing to load and the same bounds; under
+        partitioned dispatch another variant of the same width for a stream whose variant
+        falls short of the new floor, its loads costed): a change towards a more frugal mode
+        is then always taken.
         """
         if mode not in self.modes:
             raise ServingError(f'mode {mode!r} is not one of {self.modes}')
@@ -237,11 +243,12 @@ class StreamServer:
             except ServingError as err:
                 base = self._pending or _Switch(self.admitted, self.served, (), 0.0)
                 try:
-                    retuned = self.planner.retune(base.admitted, base.streams, mode)
+                    in_place = self.planner.in_place(base.admitted, base.streams, mode)
+                    switch = self._plan_switch(base.streams, mode, admitted=in_place)
                 except ServingError as why:
-                    raise ServingError(f'{err}; nor can the running variants take mode '
-                                       f'{mode}: {why}', err.stream) from None
-                self._queue(replace(base, admitted=retuned), f'mode={mode} (re-tuned)')
+                    raise ServingError(f'{err}; nor on the running lanes: {why}',
+                                       err.stream) from None
+                self._queue(switch, f'mode={mode} (in place)')
 
     def add_stream(self, spec: StreamSpec) -> None:
         """Admit one more stream; ServingError names it and why, the others keep running."""
