@@ -32,7 +32,7 @@ from dyn_perception.runtime.scheduling import (
     analyse, choose_exact, choose_heuristic, Dispatch, GangAnalysis, GangTask,
     InvalidStreamError, np_fp_response_times, Option, Stream
 )
-from dyn_perception.runtime.scheduling.partitioned import partition_priorities
+from dyn_perception.runtime.scheduling.partitioned import partition_priorities, utilisation_sign
 from dyn_perception.runtime.scheduling.priority import deadline_monotonic, reorder
 from dyn_perception.runtime.serving.dispatcher import Lane
 from dyn_perception.runtime.serving.plans import (
@@ -390,7 +390,8 @@ class Planner:
         width = _width(members)
         # Necessary: a partition is one processor, its utilisation at the members' C alone
         # (co-residence only adds streaming) cannot exceed 1; skips planning the unions.
-        if sum(Fraction(o.wcet, tasks[i].period) for i, o in members.items()) > 1:
+        if utilisation_sign([o.wcet for o in members.values()],
+                            [tasks[i].period for i in members]) > 0:
             return None
         order = sorted(members, key=lambda i: (tasks[i].deadline, tasks[i].period, i))
         points = {i: built[i][1][members[i].variant, width].point for i in order}
