@@ -107,9 +107,13 @@ def np_fp_response_times(tasks: Sequence[GangTask]) -> UniprocessorVerdict:
     - R_i is the largest such response (Davis et al. 2007, eqs. 12 to 16, discrete form).
     """
     wcets, periods = _columns(tasks)
+    # Utilisation of each task and those above it: one float pass (exact near 1, see
+    # `_exact_sign`).
+    loads = np.cumsum(wcets / periods)
     responses: list[int] = []
     for i, (task, blocking) in enumerate(zip(tasks, _blockings(tasks))):
-        outcome = _task_bound(wcets[:i], periods[:i], task, blocking)
+        outcome = (_unbounded(float(loads[i]), wcets[:i + 1], periods[:i + 1], task, blocking)
+                   or _task_bound(wcets[:i], periods[:i], task, blocking))
         if isinstance(outcome, str):
             return UniprocessorVerdict(False, tuple(responses), i, None, outcome)
         if outcome > task.deadline:
@@ -127,8 +131,8 @@ def _columns(tasks: Sequence[GangTask]) -> tuple[np.ndarray, np.ndarray]:
 
     int64 when no value `_task_bound` forms can overflow it: every start, busy-period
     length and sum term stays below (2 MAX_BUSY_JOBS + n + 4) max T (a start that passes
-    D + q T_i - C_i is final, utilisation is at most 1 by then, job q < MAX_BUSY_JOBS).
-    Else Python ints in object arrays: slower, as exact.
+    D + q T_i - C_i is final, utilisation is at most 1, job q < MAX_BUSY_JOBS).  Else
+    Python ints in object arrays: slower, as exact.
     """
     longest = max((task.period for task in tasks), default=1)
     fits = (2 * MAX_BUSY_JOBS + len(tasks) + 4) * longest < 2 ** 63
@@ -146,21 +150,25 @@ def _blockings(tasks: Sequence[GangTask]) -> list[int]:
 
 
 def utilisation_sign(wcets: Sequence[int], periods: Sequence[int]) -> int:
+    """Sign of sum C/T - 1, exactly (-1, 0 or 1)."""
+    return _exact_sign(float(np.sum(np.asarray(wcets) / np.asarray(periods))), wcets, periods)
+
+
+def _exact_sign(approx: float, wcets: Sequence[int], periods: Sequence[int]) -> int:
     """
-    Sign of sum C/T - 1, exactly (-1, 0 or 1).
+    Sign of sum C/T - 1 given `approx`, that sum in floats.
 
     The times are integers, so the sum is rational and may be exactly 1 (where blocking
-    decides boundedness): a float sum, off by far less than 1e-9 for any set, decides
-    when it is further than that from 1, and `Fraction`s, 100 times slower, otherwise.
+    decides boundedness): the float sum, off by less than n 1e-16 for n tasks, decides
+    when it is further than 1e-9 from 1, and `Fraction`s, 100 times slower, otherwise.
     """
-    approx = float(np.sum(np.asarray(wcets) / np.asarray(periods)))
     if abs(approx - 1) > _FLOAT_MARGIN:
         return 1 if approx > 1 else -1
     exact = _utilisation(wcets, periods)
     return (exact > 1) - (exact < 1)
 
 
-# Far above the float error of a utilisation sum (n C/T terms, relative error ~1e-16 each).
+# Far above the float error of a utilisation sum of up to a million tasks.
 _FLOAT_MARGIN = 1e-9
 
 
@@ -169,12 +177,29 @@ def _utilisation(wcets: Sequence[int], periods: Sequence[int]) -> Fraction:
     return sum((Fraction(int(c), int(t)) for c, t in zip(wcets, periods)), Fraction(0))
 
 
+def _unbounded(load: float, wcets: np.ndarray, periods: np.ndarray, task: GangTask,
+               blocking: int) -> str:
+    """
+    Why the busy period of `task` has no end ('' if it ends).
+
+    `wcets` and `periods` are those of `task` and the tasks above it, `load` their sum
+    C/T in floats.
+    """
+    sign = _exact_sign(load, wcets, periods)
+    if sign < 0 or (sign == 0 and blocking == 0):
+        return ''
+    exact = _utilisation(wcets, periods)
+    return (f'{task.label}: utilisation of it and the tasks above is {float(exact):.3f}'
+            f'{" with blocking" if exact == 1 else ""}, its busy period is unbounded')
+
+
 def _task_bound(wcets: np.ndarray, periods: np.ndarray, task: GangTask,
                 blocking: int) -> int | str:
-    """R of `task` below tasks of C `wcets`, T `periods`, the first late response, or why not."""
-    unbounded = _unbounded(wcets, periods, task, blocking)
-    if unbounded:
-        return unbounded
+    """
+    R of `task` below tasks of C `wcets`, T `periods`, or the first late response found.
+
+    Only for a bounded busy period (`_unbounded`); a string if it is too long to analyse.
+    """
     worst = 0
     busy = blocking + task.wcet + int(wcets.sum())
     start = blocking
@@ -208,17 +233,6 @@ def _task_bound(wcets: np.ndarray, periods: np.ndarray, task: GangTask,
                     'not analysed')
 
 
-def _unbounded(wcets: np.ndarray, periods: np.ndarray, task: GangTask, blocking: int) -> str:
-    """Why the busy period of `task` below those tasks has no end ('' if it has one)."""
-    all_wcets, all_periods = np.append(wcets, task.wcet), np.append(periods, task.period)
-    sign = utilisation_sign(all_wcets, all_periods)
-    if sign < 0 or (sign == 0 and blocking == 0):
-        return ''
-    load = _utilisation(all_wcets, all_periods)
-    return (f'{task.label}: utilisation of it and the tasks above is {float(load):.3f}'
-            f'{" with blocking" if load == 1 else ""}, its busy period is unbounded')
-
-
 def partition_priorities(tasks: Sequence[GangTask]) -> tuple[tuple[int, ...], UniprocessorVerdict]:
     """
     Find a priority order for one partition's tasks, and return it with its verdict.
@@ -239,8 +253,9 @@ def partition_priorities(tasks: Sequence[GangTask]) -> tuple[tuple[int, ...], Un
         below = max((tasks[i].wcet - 1 for i in lowest_first), default=0)
         # Every candidate of a level has the same tasks at or above it, the unassigned ones:
         # if their busy period is unbounded, none fits.
-        first, *rest = unassigned
-        if _unbounded(wcets[rest], periods[rest], tasks[first], below):
+        level_wcets, level_periods = wcets[unassigned], periods[unassigned]
+        if _unbounded(float(np.sum(level_wcets / level_periods)), level_wcets, level_periods,
+                      tasks[unassigned[0]], below):
             return given, verdict
         # Latest deadline first for the lowest levels: any task that fits is optimal.
         for candidate in sorted(unassigned, key=lambda i: (-tasks[i].deadline, -i)):
