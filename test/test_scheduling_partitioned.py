@@ -162,7 +162,7 @@ def test_width_assignment_finds_a_width_that_fits():
 
 
 def fraction_sign(tasks):
-    """The obvious reference: sign of sum C/T - 1 in exact fractions."""
+    """Give the obvious reference: the sign of sum C/T - 1 in exact fractions."""
     load = sum(Fraction(t.wcet, t.period) for t in tasks)
     return (load > 1) - (load < 1)
 
