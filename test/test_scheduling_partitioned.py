@@ -1,11 +1,14 @@
 """Strict partitioning: the NP-FP analysis by hand and against the simulator, the heuristic."""
 
 import dataclasses
+from fractions import Fraction
+import itertools
 
 from dyn_perception.runtime.scheduling import (
     assign_widths, Dispatch, GangTask, InvalidTaskSetError, np_fp_response_times, partition,
     simulate, validate)
 from dyn_perception.runtime.scheduling.generators import random_task_set
+from dyn_perception.runtime.scheduling.partitioned import partition_priorities, utilisation_sign
 import numpy as np
 import pytest
 
@@ -156,3 +159,74 @@ def test_width_assignment_finds_a_width_that_fits():
     assert result and result.choices == (1, 1)
     assert result.verdict.response_times == (5, 6)
     assert len(result.verdict.partitions) == 1
+
+
+def fraction_sign(tasks):
+    """Give the obvious reference: the sign of sum C/T - 1 in exact fractions."""
+    load = sum(Fraction(t.wcet, t.period) for t in tasks)
+    return (load > 1) - (load < 1)
+
+
+def test_a_utilisation_of_exactly_one_is_told_apart_from_one_plus_a_trillionth():
+    # Ten tasks of C/T = 1/10: exactly 1, though the float sum is 0.9999999999999999.
+    tenths = [GangTask(1, 10, 10, 1, f't{k}') for k in range(10)]
+    assert utilisation_sign([t.wcet for t in tenths], [t.period for t in tenths]) == 0
+    # Blocking 0: the busy period ends (at 10), every task is bounded.
+    assert np_fp_response_times(tenths).response_times == tuple(range(1, 11))
+    # Blocking 1 (a job of C = 2 below): the tenth task's busy period never ends.
+    blocked = np_fp_response_times([*tenths, GangTask(2, 10 ** 6, 10 ** 6, 1, 'low')])
+    assert not blocked and (blocked.failing, blocked.excess) == (9, None)
+    assert 'utilisation of it and the tasks above is 1.000 with blocking' in blocked.reason
+    # 1/2 + 1/2 + 10^-12: above 1 by far less than the float tolerance, still unbounded.
+    over = [GangTask(1, 2, 2, 1, 'a'), GangTask(1, 2, 2, 1, 'b'),
+            GangTask(1, 10 ** 12, 10 ** 12, 1, 'c')]
+    assert utilisation_sign([1, 1, 1], [2, 2, 10 ** 12]) == 1 == fraction_sign(over)
+    verdict = np_fp_response_times(over)
+    assert not verdict and (verdict.failing, verdict.excess) == (2, None)
+    assert 'unbounded' in verdict.reason and 'with blocking' not in verdict.reason
+
+
+def test_utilisation_sign_is_the_exact_one_near_one():
+    # Sets summing to exactly 1, to 1 + 10^-15 or to 1 - 1 / (T 10^9): within the float
+    # tolerance of 1, where only exact arithmetic tells them apart.
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        period = int(rng.integers(12, 10 ** 6))
+        cuts = sorted(rng.choice(np.arange(1, period), size=5, replace=False).tolist())
+        parts = np.diff([0, *cuts, period]).tolist()
+        tasks = [GangTask(c, period, period, 1) for c in parts]
+        nudge = int(rng.integers(-1, 2))
+        if nudge > 0:
+            tasks.append(GangTask(1, 10 ** 15, 10 ** 15, 1))
+        elif nudge < 0:
+            # One tick less on the largest part, nearly all of it back in another task.
+            big = max(range(len(parts)), key=parts.__getitem__)
+            tasks[big] = GangTask(parts[big] - 1, period, period, 1)
+            tasks.append(GangTask(10 ** 9 - 1, period * 10 ** 9, period * 10 ** 9, 1))
+        wcets, periods = [t.wcet for t in tasks], [t.period for t in tasks]
+        assert utilisation_sign(wcets, periods) == fraction_sign(tasks) == nudge
+
+
+def test_periods_beyond_int64_are_analysed_in_python_integers():
+    # (2 MAX_BUSY_JOBS + n) T overflows int64 here: the sums fall back to Python ints.
+    tasks = [GangTask(3, 10 ** 18, 10 ** 18, 1, 'a'), GangTask(2, 10 ** 18, 10 ** 18, 1, 'b'),
+             GangTask(5, 10 ** 30, 10 ** 30, 1, 'c')]
+    assert np_fp_response_times(tasks).response_times == (3 + 4, 3 + 2 + 4, 10)
+
+
+def test_opa_is_optimal_against_every_priority_order():
+    # Small sets, many near utilisation 1: partition_priorities finds an order whenever one
+    # of all the permutations passes, and it is one that passes.
+    rng = np.random.default_rng(5)
+    found = 0
+    for k in range(250):
+        tasks = random_task_set(rng, 1, int(rng.integers(2, 6)), rng.uniform(0.6, 1.05),
+                                periods=(5, 40), widths=(1,), deadline_ratio=(0.3, 1.0))
+        tasks = [tasks[i] for i in rng.permutation(len(tasks))]
+        feasible = any(np_fp_response_times([tasks[i] for i in order])
+                       for order in itertools.permutations(range(len(tasks))))
+        order, verdict = partition_priorities(tasks)
+        assert bool(verdict) == feasible
+        assert verdict == np_fp_response_times([tasks[i] for i in order])
+        found += feasible and order != tuple(range(len(tasks)))
+    assert found > 10

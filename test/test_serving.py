@@ -649,3 +649,15 @@ def test_loads_block_only_the_partitions_whose_devices_load(bench_sets):
             after = loaded.bound_ticks[stream]
             assert after >= before if stream in members else after == before
     assert bounded
+
+
+def test_a_stream_file_over_the_stream_cap_is_refused_with_the_count_and_the_cap():
+    # Admission time grows about with the square of the count: 5,000 streams took minutes.
+    from dyn_perception.runtime.serving.streams import MAX_STREAMS
+    entries = [{'name': f'cam{i}', 'model': 'fmnist_eenet', 'rate_hz': 1}
+               for i in range(MAX_STREAMS + 1)]
+    with pytest.raises(ServingError, match=f'{MAX_STREAMS + 1} streams, more than the '
+                                           f'{MAX_STREAMS} one pool serves'):
+        parse_streams({'pool': {'tpus': 8, 'dispatch': 'partitioned'}, 'streams': entries})
+    config = parse_streams({'pool': {'tpus': 8}, 'streams': entries[:MAX_STREAMS]})
+    assert len(config.streams) == MAX_STREAMS

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
+import numpy as np
+
 from .tasks import check_task_set, GangTask, InvalidTaskSetError
 
 # Jobs of one busy period examined before giving up on a task (only a total utilisation
@@ -104,10 +106,14 @@ def np_fp_response_times(tasks: Sequence[GangTask]) -> UniprocessorVerdict:
       at or before the start instant go first), and responds in w + C_i - q T_i;
     - R_i is the largest such response (Davis et al. 2007, eqs. 12 to 16, discrete form).
     """
+    wcets, periods = _columns(tasks)
+    # Utilisation of each task and those above it: one float pass (exact near 1, see
+    # `_exact_sign`).
+    loads = np.cumsum(wcets / periods)
     responses: list[int] = []
-    for i, task in enumerate(tasks):
-        blocking = max((other.wcet - 1 for other in tasks[i + 1:]), default=0)
-        outcome = _task_bound(tasks[:i], task, blocking)
+    for i, (task, blocking) in enumerate(zip(tasks, _blockings(tasks))):
+        outcome = (_unbounded(float(loads[i]), wcets[:i + 1], periods[:i + 1], task, blocking)
+                   or _task_bound(wcets[:i], periods[:i], task, blocking))
         if isinstance(outcome, str):
             return UniprocessorVerdict(False, tuple(responses), i, None, outcome)
         if outcome > task.deadline:
@@ -119,23 +125,90 @@ def np_fp_response_times(tasks: Sequence[GangTask]) -> UniprocessorVerdict:
     return UniprocessorVerdict(True, tuple(responses))
 
 
-def _task_bound(higher: Sequence[GangTask], task: GangTask, blocking: int) -> int | str:
-    """R of `task` below `higher`, the first late response found, or why it is unbounded."""
-    load = sum((Fraction(other.wcet, other.period) for other in higher),
-               Fraction(task.wcet, task.period))
-    if load > 1 or (load == 1 and blocking > 0):
-        return (f'{task.label}: utilisation of it and the tasks above is {float(load):.3f}'
-                f'{" with blocking" if load == 1 else ""}, its busy period is unbounded')
+def _columns(tasks: Sequence[GangTask]) -> tuple[np.ndarray, np.ndarray]:
+    """
+    C and T of `tasks` as arrays, for the fixed-point sums over a higher-priority set.
+
+    int64 when no value `_task_bound` forms can overflow it: every start, busy-period
+    length and sum term stays below (2 MAX_BUSY_JOBS + n + 4) max T (a start that passes
+    D + q T_i - C_i is final, utilisation is at most 1, job q < MAX_BUSY_JOBS).  Else
+    Python ints in object arrays: slower, as exact.
+    """
+    longest = max((task.period for task in tasks), default=1)
+    fits = (2 * MAX_BUSY_JOBS + len(tasks) + 4) * longest < 2 ** 63
+    dtype = np.int64 if fits else object
+    return (np.array([task.wcet for task in tasks], dtype=dtype),
+            np.array([task.period for task in tasks], dtype=dtype))
+
+
+def _blockings(tasks: Sequence[GangTask]) -> list[int]:
+    """B_i per task: the largest C_j - 1 below it (0 for the lowest), one pass upwards."""
+    blockings = [0] * len(tasks)
+    for i in range(len(tasks) - 2, -1, -1):
+        blockings[i] = max(blockings[i + 1], tasks[i + 1].wcet - 1)
+    return blockings
+
+
+def utilisation_sign(wcets: Sequence[int], periods: Sequence[int]) -> int:
+    """Sign of sum C/T - 1, exactly (-1, 0 or 1)."""
+    return _exact_sign(float(np.sum(np.asarray(wcets) / np.asarray(periods))), wcets, periods)
+
+
+def _exact_sign(approx: float, wcets: Sequence[int], periods: Sequence[int]) -> int:
+    """
+    Sign of sum C/T - 1 given `approx`, that sum in floats.
+
+    The times are integers, so the sum is rational and may be exactly 1 (where blocking
+    decides boundedness): the float sum, off by less than n 1e-16 for n tasks, decides
+    when it is further than 1e-9 from 1, and `Fraction`s, 100 times slower, otherwise.
+    """
+    if abs(approx - 1) > _FLOAT_MARGIN:
+        return 1 if approx > 1 else -1
+    exact = _utilisation(wcets, periods)
+    return (exact > 1) - (exact < 1)
+
+
+# Far above the float error of a utilisation sum of up to a million tasks.
+_FLOAT_MARGIN = 1e-9
+
+
+def _utilisation(wcets: Sequence[int], periods: Sequence[int]) -> Fraction:
+    """Sum C/T as an exact fraction."""
+    return sum((Fraction(int(c), int(t)) for c, t in zip(wcets, periods)), Fraction(0))
+
+
+def _unbounded(load: float, wcets: np.ndarray, periods: np.ndarray, task: GangTask,
+               blocking: int) -> str:
+    """
+    Why the busy period of `task` has no end ('' if it ends).
+
+    `wcets` and `periods` are those of `task` and the tasks above it, `load` their sum
+    C/T in floats.
+    """
+    sign = _exact_sign(load, wcets, periods)
+    if sign < 0 or (sign == 0 and blocking == 0):
+        return ''
+    exact = _utilisation(wcets, periods)
+    return (f'{task.label}: utilisation of it and the tasks above is {float(exact):.3f}'
+            f'{" with blocking" if exact == 1 else ""}, its busy period is unbounded')
+
+
+def _task_bound(wcets: np.ndarray, periods: np.ndarray, task: GangTask,
+                blocking: int) -> int | str:
+    """
+    R of `task` below tasks of C `wcets`, T `periods`, or the first late response found.
+
+    Only for a bounded busy period (`_unbounded`); a string if it is too long to analyse.
+    """
     worst = 0
-    busy = blocking + task.wcet + sum(other.wcet for other in higher)
+    busy = blocking + task.wcet + int(wcets.sum())
     start = blocking
     job = 0
     while True:
         # Start of job `job`: least fixed point, iterated up from the previous job's start.
         start = max(start, blocking + job * task.wcet)
         while True:
-            following = blocking + job * task.wcet + sum(
-                (start // other.period + 1) * other.wcet for other in higher)
+            following = blocking + job * task.wcet + int((start // periods + 1) @ wcets)
             if following == start:
                 break
             start = following
@@ -150,8 +223,8 @@ def _task_bound(higher: Sequence[GangTask], task: GangTask, blocking: int) -> in
         # Does the busy period reach the next release?  Iterate its length up to there.
         release = job * task.period
         while busy <= release:
-            following = blocking + sum(-(-busy // other.period) * other.wcet
-                                       for other in (*higher, task))
+            following = (blocking + int(-(-busy // periods) @ wcets)
+                         + -(-busy // task.period) * task.wcet)
             if following == busy:
                 return worst
             busy = following
@@ -173,14 +246,21 @@ def partition_priorities(tasks: Sequence[GangTask]) -> tuple[tuple[int, ...], Un
     verdict = np_fp_response_times(tasks)
     if verdict or len(tasks) < 2:
         return given, verdict
+    wcets, periods = _columns(tasks)
     unassigned = list(given)
     lowest_first: list[int] = []
     while unassigned:
+        below = max((tasks[i].wcet - 1 for i in lowest_first), default=0)
+        # Every candidate of a level has the same tasks at or above it, the unassigned ones:
+        # if their busy period is unbounded, none fits.
+        level_wcets, level_periods = wcets[unassigned], periods[unassigned]
+        if _unbounded(float(np.sum(level_wcets / level_periods)), level_wcets, level_periods,
+                      tasks[unassigned[0]], below):
+            return given, verdict
         # Latest deadline first for the lowest levels: any task that fits is optimal.
         for candidate in sorted(unassigned, key=lambda i: (-tasks[i].deadline, -i)):
-            others = [tasks[i] for i in unassigned if i != candidate]
-            below = max((tasks[i].wcet - 1 for i in lowest_first), default=0)
-            bound = _task_bound(others, tasks[candidate], below)
+            others = [i for i in unassigned if i != candidate]
+            bound = _task_bound(wcets[others], periods[others], tasks[candidate], below)
             if not isinstance(bound, str) and bound <= tasks[candidate].deadline:
                 lowest_first.append(candidate)
                 unassigned.remove(candidate)

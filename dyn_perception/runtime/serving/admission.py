@@ -32,7 +32,7 @@ from dyn_perception.runtime.scheduling import (
     analyse, choose_exact, choose_heuristic, Dispatch, GangAnalysis, GangTask,
     InvalidStreamError, np_fp_response_times, Option, Stream
 )
-from dyn_perception.runtime.scheduling.partitioned import partition_priorities
+from dyn_perception.runtime.scheduling.partitioned import partition_priorities, utilisation_sign
 from dyn_perception.runtime.scheduling.priority import deadline_monotonic, reorder
 from dyn_perception.runtime.serving.dispatcher import Lane
 from dyn_perception.runtime.serving.plans import (
@@ -388,14 +388,20 @@ class Planner:
         width = _width(members)
         # Necessary: a partition is one processor, its utilisation at the members' C alone
         # (co-residence only adds streaming) cannot exceed 1; skips planning the unions.
-        if sum(Fraction(o.wcet, tasks[i].period) for i, o in members.items()) > 1:
+        if utilisation_sign([o.wcet for o in members.values()],
+                            [tasks[i].period for i in members]) > 0:
             return None
         order = sorted(members, key=lambda i: (tasks[i].deadline, tasks[i].period, i))
-        points = {i: built[i][1][members[i].variant, width].point for i in order}
         alone = {i: built[i][1][members[i].variant, width] for i in order}
-        unions = [unique_refs([ref for i in order if k < len(alone[i].stages)
-                               for ref in alone[i].stage_refs(k)]) for k in range(width)]
-        plans = {i: self.gang_plan(points[i], width, RESIDENT, unions) for i in order}
+        # Streams on one model point share its plans (gang_plan's cache): with hundreds of
+        # members, each point's segments are listed and its plan looked up once.
+        point_of = {i: (alone[i].point.model, alone[i].point.label) for i in order}
+        shared = {point_of[i]: alone[i] for i in order}
+        unions = [unique_refs([ref for plan in shared.values() if k < len(plan.stages)
+                               for ref in plan.stage_refs(k)]) for k in range(width)]
+        together = {point: self.gang_plan(plan.point, width, RESIDENT, unions)
+                    for point, plan in shared.items()}
+        plans = {i: together[point_of[i]] for i in order}
         wcets = [ticks_up(plans[i].wcet_s, self.tick_s) for i in order]
         if any(c > tasks[i].deadline for c, i in zip(wcets, order)):
             return None

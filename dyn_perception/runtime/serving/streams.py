@@ -37,6 +37,11 @@ FILE_KEYS = {'pool', 'mode', 'streams'}
 # More TPUs than any host attaches (a Coral PCIe card carries two): the devices are opened
 # before any admission, and a typo of 1e9 allocated device objects until memory ran out.
 MAX_POOL_TPUS = 64
+# Admission answers a live parameter change, and its cost grows about with the square of
+# the stream count (partitioned, 8 TPUs, feasible sets of small models: 500 streams 3 to 4 s,
+# 1,000 about 12 s on two shared cores; 5,000 would take minutes): a file with more streams
+# than this is refused before any model is read.
+MAX_STREAMS = 1000
 # The analyses are pseudo-polynomial in ticks (the pooled test holds arrays as long as the
 # longest WCET in ticks): at 1 us a 1 s job is 1e6 ticks, 8 MB; `tick_ms: 1e-9` asked 11.8 GiB
 # for a 1.6 ms job. No clock here schedules finer than a microsecond either.
@@ -207,6 +212,9 @@ def parse_streams(data: Any, source: str = 'streams') -> StreamFile:
     entries = data.get('streams')
     if not isinstance(entries, list) or not entries:
         raise ServingError(f'{source}: streams must be a non-empty list')
+    if len(entries) > MAX_STREAMS:
+        raise ServingError(f'{source}: {len(entries)} streams, more than the {MAX_STREAMS} one '
+                           'pool serves (admission time grows with the square of the count)')
     streams = tuple(StreamSpec.read(entry, i) for i, entry in enumerate(entries))
     names = [s.name for s in streams]
     duplicates = sorted({n for n in names if names.count(n) > 1})
