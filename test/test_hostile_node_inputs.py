@@ -48,7 +48,7 @@ def node_process():
     ('perception', 'dyn_perception.nodes.perception', 'fmnist_eenet'),
 ])
 def test_a_model_name_too_long_for_a_path_is_refused_not_fatal(node_process, node, module, old):
-    """``ros2 param set /<node> model mmm...`` raised OSError in the on-set callback: the node died."""
+    """``ros2 param set /<node> model mmm...``: OSError in the on-set callback killed the node."""
     process = node_process(module, '-p', 'backend:=sim-edgetpu') if node == 'perception' \
         else node_process(module)
     with spinning(ParameterClient()) as client:
