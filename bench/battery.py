@@ -48,8 +48,9 @@ from dyn_perception.runtime.energy.front import (
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.perception import PerceptionEngine, PerceptionSettings
 from dyn_perception.runtime.pipeline.results import OK, PipelineStats
+from dyn_perception.runtime.serving.streams import MAX_POOL_TPUS
 import numpy as np
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 from tqdm import tqdm
 
 
@@ -237,17 +238,18 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='fmnist_eenet')
-    parser.add_argument('--num-tpus', type=int, default=2, help='TPUs in the pool')
-    parser.add_argument('--fps', type=float, default=30.0)
-    parser.add_argument('--capacity-j', type=float, default=300.0,
+    parser.add_argument('--num-tpus', type=bounded(int, 1, MAX_POOL_TPUS), default=2,
+                        help='TPUs in the pool')
+    parser.add_argument('--fps', type=bounded(float, 0, above=True), default=30.0)
+    parser.add_argument('--capacity-j', type=bounded(float, 0, above=True), default=300.0,
                         help='battery capacity without base load (small: a short run)')
-    parser.add_argument('--base-load-w', type=float, default=10.0)
-    parser.add_argument('--calibration-frames', type=int, default=3000)
+    parser.add_argument('--base-load-w', type=bounded(float, 0), default=10.0)
+    parser.add_argument('--calibration-frames', type=bounded(int, 1), default=3000)
     parser.add_argument('--accuracy-budget', type=float, default=1.0,
                         help="the policy's max_mean_loss in accuracy points (the issue's bound; "
                              'negative: none); the policy also runs without one')
-    parser.add_argument('--json')
-    parser.add_argument('--plot', default=str(ROOT / 'out' / 'battery.png'))
+    parser.add_argument('--json', type=output_file)
+    parser.add_argument('--plot', type=output_file, default=str(ROOT / 'out' / 'battery.png'))
     args = parser.parse_args(argv)
     budget = args.accuracy_budget if args.accuracy_budget >= 0 else None
     test = load_dataset('fashion_mnist').test

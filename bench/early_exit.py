@@ -23,7 +23,7 @@ from dyn_perception.runtime.exits import get_policy
 from dyn_perception.runtime.preprocess import to_int8_input
 from dyn_perception.runtime.segment import SegmentRunner
 import numpy as np
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 
 # BranchyNet (Teerapittayanon et al., ICPR 2016), Table I, B-LeNet on MNIST, CPU.
 BRANCHYNET_BLENET = {'accuracy': 99.25, 'cpu_speedup': 5.4}
@@ -97,8 +97,8 @@ def measure(model: str, mode: str, frames: int, block: int = 250) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--json', help='write results here')
-    parser.add_argument('--frames', type=int, default=0, help='test frames (0: all)')
+    parser.add_argument('--json', type=output_file, help='write results here')
+    parser.add_argument('--frames', type=bounded(int, 0), default=0, help='test frames (0: all)')
     parser.add_argument('--mode', default='balanced', help='mode whose thresholds to use')
     parser.add_argument('--extra', nargs='*', default=[],
                         help='more model directories to measure alongside (table and JSON)')

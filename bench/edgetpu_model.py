@@ -30,7 +30,7 @@ from dyn_perception.runtime.devices.timing import (
 )
 from dyn_perception.runtime.pipeline import Pipeline
 import numpy as np
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 
 SHIPPED = ('fmnist_eenet', 'fmnist_eenet_patch', 'mnist_blenet')
 OLD_ROWS = ('MobileNet v1 (224)', 'MobileNet v2 (224)', 'Inception v1 (224)',
@@ -206,8 +206,8 @@ def shipped_section(results: dict, old: dict, max_tpus: int) -> tuple[list, list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--json', help='write results here')
-    parser.add_argument('--max-tpus', type=int, default=8)
+    parser.add_argument('--json', type=output_file, help='write results here')
+    parser.add_argument('--max-tpus', type=bounded(int, 1, 64), default=8)
     args = parser.parse_args()
     results: dict = {}
     old = {interface: OldModel(interface) for interface in INTERFACES}

@@ -35,7 +35,7 @@ from dyn_perception.runtime.devices import (
 from dyn_perception.runtime.exits import exit_index, get_policy
 from dyn_perception.runtime.pipeline import Pipeline, reach_probabilities
 import numpy as np
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 
 LARGE_CACHE = ROOT / 'out' / 'bench_models'
 # MobileNetV2 at 224 x 224 x 3, width 2.0, 1000 classes: about 11.6 MB of int8 parameters,
@@ -355,9 +355,9 @@ def calibration_rows() -> list:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--json', help='write results here')
+    parser.add_argument('--json', type=output_file, help='write results here')
     parser.add_argument('--shipped', default='fmnist_eenet', help='the shipped model')
-    parser.add_argument('--max-tpus', type=int, default=8)
+    parser.add_argument('--max-tpus', type=bounded(int, 1, 64), default=8)
     parser.add_argument('--prepare-only', action='store_true',
                         help='only export (and cache) the large model')
     args = parser.parse_args()

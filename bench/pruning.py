@@ -34,7 +34,7 @@ from dyn_perception.training.profiling import (
 )
 from dyn_perception.training.pruning.plot import FrontPoint, pareto_front, plot_front
 import numpy as np
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 
 DEFAULT_MODEL = 'out/pruning/fmnist_eenet_all'
 RECORDED = ('python -m dyn_perception.training prune '
@@ -126,9 +126,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default=DEFAULT_MODEL, help='model directory with variants')
-    parser.add_argument('--json', help='write results here')
-    parser.add_argument('--plot', default='out/bench/pruning.png', help='accuracy-vs-MACs PNG')
-    parser.add_argument('--frames', type=int, default=0, help='val and test frames (0: all)')
+    parser.add_argument('--json', type=output_file, help='write results here')
+    parser.add_argument('--plot', type=output_file, default='out/bench/pruning.png',
+                        help='accuracy-vs-MACs PNG')
+    parser.add_argument('--frames', type=bounded(int, 0), default=0,
+                        help='val and test frames (0: all)')
     args = parser.parse_args()
     try:
         manifest = load_manifest(args.model)

@@ -5,9 +5,12 @@ Machines here are noisy, so every benchmark compares against a baseline measured
 run and reports ratios; the JSON keeps the raw figures next to the ratios.
 """
 
+import argparse
 import json
+import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+import tempfile
+from typing import Any, Callable, Optional, Sequence
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -30,3 +33,53 @@ def write_json(path: Optional[str], data: dict) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(data, indent=2, default=float) + '\n')
         print(f'wrote {path}')
+
+
+def bounded(kind: type, low: float, high: float = math.inf,
+            above: bool = False) -> Callable[[str], Any]:
+    """
+    Return an argparse ``type=`` for a number of ``kind`` in [low, high] (``above``: > low).
+
+    Unchecked, ``--sets 0`` or ``--sets -5`` ran the benchmark on nothing and reported its
+    empty figures with exit 0, ``--seconds 0`` reported NaN, and ``--tpus 0`` failed with a
+    traceback once the models had loaded; argparse turns this one's refusal into a single
+    ``error:`` line and exit 2 before any work.
+    """
+    what = 'an integer' if kind is int else 'a number'
+    limits = f'> {low:g}' if above else f'>= {low:g}'
+    limits = f'from {low:g} to {high:g}' if math.isfinite(high) and not above else limits
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'must be {what} {limits}, got {text!r}') from None
+        if not math.isfinite(value) or not (low < value if above else low <= value) \
+                or not value <= high:
+            raise argparse.ArgumentTypeError(f'must be {what} {limits}, got {text}')
+        return value
+
+    return parse
+
+
+def output_file(text: str) -> str:
+    """
+    Check, as an argparse ``type=``, that a result file can be written: make its directory.
+
+    Results used to be written at the end of a run of up to 30 minutes, and a directory that
+    could not be made or written lost them all; a file is tried there now, before the run.
+    """
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f'{text!r} is a directory, not a file')
+    blocking = next((d for d in path.parents if d.exists() and not d.is_dir()), None)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f'cannot write {text}: {blocking} is not a directory')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.'):
+            pass
+    except OSError as err:
+        raise argparse.ArgumentTypeError(
+            f'cannot write {text}: {err.strerror or err}') from None
+    return text

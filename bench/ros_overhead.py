@@ -40,7 +40,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -200,8 +200,9 @@ def run(fps: float, seconds: float, two_processes: bool, reliability: str) -> di
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--json', help='write results here')
-    parser.add_argument('--seconds', type=float, default=10.0, help='seconds per setting')
+    parser.add_argument('--json', type=output_file, help='write results here')
+    parser.add_argument('--seconds', type=bounded(float, 0, above=True), default=10.0,
+                        help='seconds per setting')
     parser.add_argument('--image-reliability', default='reliable', choices=IMAGE_RELIABILITY,
                         help='image_raw QoS of every node; reliable is what the launch '
                         'description sets (see dyn_perception/nodes/qos.py)')

@@ -60,7 +60,7 @@ from dyn_perception.runtime.scheduling.simulator import simulate
 from dyn_perception.runtime.scheduling.validation import (
     blocking_counterexample, chain_counterexample, scenarios, search_counterexample)
 import numpy as np
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 
 RULES = tuple(Dispatch)
 TPUS = 8
@@ -662,27 +662,30 @@ def issue_only(args: argparse.Namespace, times: dict, began: float) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--json', default='out/bench/scheduling.json', help='results file')
-    parser.add_argument('--png', default='out/bench/scheduling.png', help='figure file')
-    parser.add_argument('--validation-sets', type=int, default=10_000,
+    COUNT = bounded(int, 1)  # noqa: N806 - one check for every count below
+    parser.add_argument('--json', type=output_file, default='out/bench/scheduling.json',
+                        help='results file')
+    parser.add_argument('--png', type=output_file, default='out/bench/scheduling.png',
+                        help='figure file')
+    parser.add_argument('--validation-sets', type=COUNT, default=10_000,
                         help='accepted sets to simulate (the issue asks for 10,000)')
-    parser.add_argument('--mutant-sets', type=int, default=500,
+    parser.add_argument('--mutant-sets', type=COUNT, default=500,
                         help='sets only an unsound variant accepts, simulated against it')
-    parser.add_argument('--ratio-sets', type=int, default=200, help='sets per utilisation')
-    parser.add_argument('--timing-sets', type=int, default=20, help='accepted sets per size')
-    parser.add_argument('--config-cases', type=int, default=30, help='instances per size')
-    parser.add_argument('--issue-sets', type=int, default=200,
+    parser.add_argument('--ratio-sets', type=COUNT, default=200, help='sets per utilisation')
+    parser.add_argument('--timing-sets', type=COUNT, default=20, help='accepted sets per size')
+    parser.add_argument('--config-cases', type=COUNT, default=30, help='instances per size')
+    parser.add_argument('--issue-sets', type=COUNT, default=200,
                         help='sets per point of the issue-15 ratio table')
-    parser.add_argument('--varying-sets', type=int, default=1800,
+    parser.add_argument('--varying-sets', type=COUNT, default=1800,
                         help='further accepted sets checked with varying execution times')
-    parser.add_argument('--exhaustive-budget', type=int, default=ISSUE_BUDGET,
+    parser.add_argument('--exhaustive-budget', type=COUNT, default=ISSUE_BUDGET,
                         help='states per exhaustive search before random runs take over')
     parser.add_argument('--quick', action='store_true', help='a smoke run: 10x fewer sets')
-    parser.add_argument('--newly-accepted', type=int, default=0,
+    parser.add_argument('--newly-accepted', type=bounded(int, 0), default=0,
                         help='verdicts only the joint stage gives, checked (with --issue-only)')
     parser.add_argument('--issue-only', action='store_true',
                         help='only the timing, the issue-15 table and the varying-exec checks')
-    parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1)
+    parser.add_argument('--jobs', type=COUNT, default=os.cpu_count() or 1)
     parser.add_argument('--seed', type=int, default=2026)
     args = parser.parse_args()
     if args.quick:

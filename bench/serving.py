@@ -52,8 +52,9 @@ from dyn_perception.runtime.serving import (
     StreamServer, StreamSpec
 )
 from dyn_perception.runtime.serving.admission import ticks_up
+from dyn_perception.runtime.serving.streams import MAX_POOL_TPUS
 import numpy as np
-from report import format_table, write_json
+from report import bounded, format_table, output_file, write_json
 from tqdm import tqdm
 
 MODES = ('performance', 'balanced', 'eco', 'critical')
@@ -309,13 +310,18 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sets', type=int, default=1800, help='stream sets, spread over LOADS')
-    parser.add_argument('--seconds', type=float, default=1.5, help='virtual seconds per set')
+    parser.add_argument('--sets', type=bounded(int, 1), default=1800,
+                        help='stream sets, spread over LOADS')
+    parser.add_argument('--seconds', type=bounded(float, 0, above=True), default=1.5,
+                        help='virtual seconds per set')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--tpus', type=int, default=TPUS, help='pool size (targets: 8)')
+    parser.add_argument('--tpus', type=bounded(int, 1, MAX_POOL_TPUS), default=TPUS,
+                        help='pool size (targets: 8)')
     parser.add_argument('--rule', default='strict', choices=('strict', 'bypass'))
-    parser.add_argument('--json', default=str(ROOT / 'out' / 'bench' / 'serving.json'))
-    parser.add_argument('--png', default=str(ROOT / 'out' / 'bench' / 'serving.png'))
+    parser.add_argument('--json', type=output_file,
+                        default=str(ROOT / 'out' / 'bench' / 'serving.json'))
+    parser.add_argument('--png', type=output_file,
+                        default=str(ROOT / 'out' / 'bench' / 'serving.png'))
     parser.add_argument('--quick', action='store_true', help='divide the set count by 10')
     args = parser.parse_args(argv)
     sets = max(2 * len(LOADS), args.sets // 10) if args.quick else args.sets

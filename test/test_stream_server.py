@@ -204,8 +204,8 @@ def test_a_new_stream_file_replaces_the_streams_live(graph, tmp_path):
     wait_for(lambda: len(cameras.results['side']) > before)
 
 
-def test_a_stream_moved_to_another_topic_listens_there_and_a_topic_may_feed_two(graph,
-                                                                              tmp_path):
+def test_a_stream_moved_to_another_topic_listens_there_and_a_topic_may_feed_two(
+        graph, tmp_path):
     server, cameras = graph
     data = yaml.safe_load(data_path('config', 'streams.yaml').read_text())
     rear = next(s['topic'] for s in data['streams'] if s['name'] == 'rear')

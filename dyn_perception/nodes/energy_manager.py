@@ -122,7 +122,7 @@ class EnergyManager(Node):
 
     def _on_battery(self, msg: BatteryState) -> None:
         now = self._now()
-        charge = self.guard.charge(msg.percentage, now)
+        charge = self.guard.charge(msg.percentage, now, msg.present)
         if charge is None:
             self._refused()
             return

@@ -9,6 +9,7 @@ never reaches the node's state (the post-set callback applies accepted ones).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import traceback
 from typing import Any, Callable, Optional, Sequence
 
 from rcl_interfaces.msg import (
@@ -92,11 +93,21 @@ class ParameterSet:
         node.add_post_set_parameters_callback(self._post_set)
 
     def _widened(self, change: Parameter) -> Parameter:
-        """Turn an integer for a double parameter into that double (`ros2 param set x 1`)."""
+        """
+        Turn integers for a double parameter into doubles (`ros2 param set x 1`).
+
+        The same for a list: `ros2 param set /energy_manager min_charge "[1, 0, 0, 0]"` sends
+        an integer array, which ROS would refuse for a double array with only its type codes.
+        """
         spec = self.params.get(change.name)
-        if (spec is not None and change.type_ == Parameter.Type.INTEGER
-                and isinstance(spec.default, float)):
+        if spec is None:
+            return change
+        if change.type_ == Parameter.Type.INTEGER and isinstance(spec.default, float):
             return Parameter(change.name, Parameter.Type.DOUBLE, float(change.value))
+        if (change.type_ == Parameter.Type.INTEGER_ARRAY and isinstance(spec.default, list)
+                and spec.default and all(isinstance(v, float) for v in spec.default)):
+            return Parameter(change.name, Parameter.Type.DOUBLE_ARRAY,
+                             [float(v) for v in change.value])
         return change
 
     def value(self, name: str) -> Any:
@@ -114,7 +125,14 @@ class ParameterSet:
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         changed = {c.name for c in changes}
-        reason = self.validate(proposed, changed) if self.validate else None
+        try:
+            reason = self.validate(proposed, changed) if self.validate else None
+        except Exception as err:  # noqa: B902 - raised in a service callback, it kills the node
+            # A value no check foresaw (a model path too long for the file system: OSError)
+            # is a refusal; the traceback is logged so that the missing check gets written.
+            self.node.get_logger().error(f'checking {sorted(changed)} raised:\n'
+                                         + traceback.format_exc())
+            reason = f'{", ".join(sorted(changed))}: {type(err).__name__}: {err}'
         if reason:
             self.node.get_logger().warning(f'rejected parameter change: {reason}')
         return SetParametersResult(successful=reason is None, reason=reason or '')

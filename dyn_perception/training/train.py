@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 import random
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable, get_args, get_origin, get_type_hints, Optional
 
 from dyn_perception.runtime.datasets import Dataset, load_dataset, Split
 from dyn_perception.training.models import build_network, EarlyExitNet
@@ -75,6 +75,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> 'TrainConfig':
         refuse_unknown_keys(cls, data, 'training options')
+        refuse_wrong_types(cls, data, 'training options')
         return cls(**data)
 
 
@@ -84,6 +85,40 @@ def refuse_unknown_keys(config_class: type, data: dict, what: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f'unknown {what} {unknown}; known: {sorted(known)}')
+
+
+def refuse_wrong_types(config_class: type, data: dict, what: str) -> None:
+    """
+    Raise ValueError naming the values of ``data`` of a type their field does not take.
+
+    A YAML slip (``epochs: lots``) reached the range checks as a string and ended in a
+    TypeError traceback; ``batch_size: '128'`` would have failed only inside the run.
+    """
+    hints = get_type_hints(config_class)
+    wrong = [f'{key}: {value!r} is not {_type_name(hints[key])}'
+             for key, value in data.items() if key in hints and not _is_a(value, hints[key])]
+    if wrong:
+        raise ValueError(f'bad {what}: ' + '; '.join(wrong))
+
+
+def _kinds(hint: Any) -> tuple:
+    """Return the classes a field's type admits (``Optional[list]``: list and NoneType)."""
+    return tuple(get_origin(a) or a for a in (get_args(hint) or (hint,)))
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    kinds = _kinds(hint)
+    if Any in kinds:
+        return True
+    if isinstance(value, bool):  # YAML's yes/no are not numbers here
+        return bool in kinds
+    return isinstance(value, kinds) or (float in kinds and isinstance(value, int))
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: 'an integer', float: 'a number', str: 'a string', bool: 'true or false',
+             dict: 'a mapping', list: 'a list', type(None): 'null'}
+    return ' or '.join(names.get(k, getattr(k, '__name__', str(k))) for k in _kinds(hint))
 
 
 @dataclass

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import math
 from typing import Optional
 
-REASONS = ('charge_nan', 'charge_out_of_range', 'charge_jump', 'load_nan', 'load_out_of_range')
+REASONS = ('charge_nan', 'charge_out_of_range', 'charge_jump', 'charge_absent', 'load_nan',
+           'load_out_of_range')
 
 
 @dataclass
@@ -37,8 +38,20 @@ class ReadingGuard:
         self.counts[reason] += 1
         self.problem = message
 
-    def charge(self, value: float, now: float) -> Optional[float]:
-        """Check a battery reading, 0-1; None when it is refused."""
+    def charge(self, value: float, now: float, present: bool = True) -> Optional[float]:
+        """
+        Check a battery reading, 0-1; None when it is refused.
+
+        ``present`` is ``BatteryState.present``. A charge of 0 from a message saying no battery
+        is present is a message whose fields were left at their defaults (a driver that found
+        no battery, a hand-typed ``ros2 topic pub``), not an empty battery: read as one it
+        would drive the robot to its most frugal mode. A non-zero charge is taken even then,
+        since hand-written messages rarely set ``present``.
+        """
+        if not present and value == 0.0:
+            self._refuse('charge_absent', 'battery_state says no battery is present '
+                         '(present: false) and gives charge 0')
+            return None
         if not _finite(value):
             self._refuse('charge_nan', f'battery percentage {value!r} is not a number')
             return None

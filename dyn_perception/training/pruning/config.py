@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 from dyn_perception.training.pruning.criteria import Criterion, get_criterion
-from dyn_perception.training.train import refuse_unknown_keys, TrainConfig
+from dyn_perception.training.train import (
+    refuse_unknown_keys, refuse_wrong_types, TrainConfig
+)
 import yaml
 
 # BuildOptions fields a recipe may set (the rest, such as the modes, come from their files).
@@ -115,6 +117,7 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, data: dict) -> 'PruneConfig':
         refuse_unknown_keys(cls, data, 'pruning options')
+        refuse_wrong_types(cls, data, 'pruning options')
         missing = sorted({'base_config', 'criteria', 'ratios', 'outputs'} - set(data))
         if missing:
             raise ValueError(f'pruning configuration lacks {missing}')

@@ -1,0 +1,89 @@
+# Copyright 2026 dyn_perception maintainers. Apache-2.0.
+"""
+What a new user can send the nodes: parameter sets as ``ros2 param set`` sends them, messages.
+
+Each node runs in its own process, as ``ros2 launch`` starts it; a refused set must name its
+reason, keep the old value and leave the node running.
+"""
+
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+from node_processes import ParameterClient, spinning, wait_for
+import pytest
+import rclpy
+from sensor_msgs.msg import BatteryState
+from test_energy_manager_node import Outside
+
+ROOT = Path(__file__).resolve().parents[1]
+TOO_LONG = 'm' * 300  # longer than a file name may be (ENAMETOOLONG, not "no such file")
+
+
+@pytest.fixture
+def node_process():
+    """Start a node module in a process of its own; SIGINT must end it with exit 0."""
+    started = []
+
+    def start(module: str, *ros_args: str) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, '-m', module, '--ros-args', *ros_args],
+                                   cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        started.append(process)
+        return process
+
+    with rclpy.init():
+        yield start
+    for process in started:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=20)[0]
+        assert process.returncode == 0, output
+
+
+@pytest.mark.parametrize('node, module, old', [
+    ('energy_manager', 'dyn_perception.nodes.energy_manager', ''),
+    ('perception', 'dyn_perception.nodes.perception', 'fmnist_eenet'),
+])
+def test_a_model_name_too_long_for_a_path_is_refused_not_fatal(node_process, node, module, old):
+    """``ros2 param set /<node> model mmm...``: OSError in the on-set callback killed the node."""
+    process = node_process(module, '-p', 'backend:=sim-edgetpu') if node == 'perception' \
+        else node_process(module)
+    with spinning(ParameterClient()) as client:
+        result = client.set_values(node, model=TOO_LONG)[0]
+        assert not result.successful and 'File name too long' in result.reason
+        assert client.get_value(node, 'model') == old
+        assert process.poll() is None
+
+
+def test_integer_bounds_are_taken_for_the_double_array_min_charge(node_process):
+    """``ros2 param set /energy_manager min_charge "[1, 0, 0, 0]"`` sends an integer array."""
+    node_process('dyn_perception.nodes.energy_manager')
+    with spinning(ParameterClient()) as client:
+        result = client.set_values('energy_manager', min_charge=[1, 0, 0, 0])[0]
+        assert result.successful, result.reason
+        assert client.get_value('energy_manager', 'min_charge') == [1.0, 0.0, 0.0, 0.0]
+        bad = client.set_values('energy_manager', min_charge=[0, 1, 0, 0])[0]
+        assert not bad.successful and 'must decrease' in bad.reason
+        assert client.get_value('energy_manager', 'min_charge') == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_a_battery_message_left_at_its_defaults_is_not_an_empty_battery(node_process):
+    """``BatteryState()`` (present false, percentage 0) took the robot to critical."""
+    process = node_process('dyn_perception.nodes.energy_manager', '-p', 'period_s:=0.2',
+                           '-p', 'min_dwell_s:=0.2', '-p', 'down_persist_s:=0.2')
+    with spinning(Outside()) as outside:
+        wait_for(lambda: outside.diagnostics and outside.battery.get_subscription_count())
+        outside.battery.publish(BatteryState(percentage=0.9))
+        wait_for(lambda: outside.diagnostics[-1]['charge'] == '0.9000')
+        for _ in range(40):  # 2 s: past the jump window, the dwell and the persistence
+            outside.battery.publish(BatteryState())
+            time.sleep(0.05)
+        wait_for(lambda: outside.diagnostics[-1]['bad_readings.charge_absent'] == '40')
+        assert outside.diagnostics[-1]['charge'] == '0.9000'
+        assert outside.modes[-1] == 'performance' and process.poll() is None
+        outside.battery.publish(BatteryState(percentage=0.9, present=True))
+        outside.battery.publish(BatteryState(percentage=0.0, present=True))  # a jump, refused
+        wait_for(lambda: outside.diagnostics[-1]['bad_readings.charge_jump'] == '1')
