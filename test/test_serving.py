@@ -525,7 +525,7 @@ def test_lost_frames_are_counted_as_not_received():
 
 
 def bench_server(bench_sets, load: float, seed: int, wanted):
-    """The first benchmark set (modelled TPUs) whose server satisfies ``wanted``, and its mode."""
+    """Find the first benchmark set (modelled TPUs) whose server ``wanted`` takes, and why."""
     from dyn_perception.runtime.serving import PoolSpec, StreamFile
     planner, draw = bench_sets
     rng = np.random.default_rng(seed)
@@ -542,7 +542,7 @@ def bench_server(bench_sets, load: float, seed: int, wanted):
 
 
 def refused_with_loads(server, mode):
-    """A more frugal mode whose least-energy switch the model loads break, if any."""
+    """Name a more frugal mode whose least-energy switch the model loads break, if any."""
     for frugal in MODES[MODES.index(mode) + 1:]:
         try:
             server._plan_switch(server.served, frugal)

@@ -635,7 +635,7 @@ def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> t
 
 
 def _option(gang: GangPlan, tick_s: float) -> Option:
-    """The option a plan offers a stream: its point on its width, C in ticks, energy per job."""
+    """Offer a plan as an option: its point on its width, C in ticks, energy per job."""
     return Option(gang.point.label, gang.width, ticks_up(gang.wcet_s, tick_s),
                   gang.expected_energy_j(), gang.point.accuracy)
 
