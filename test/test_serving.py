@@ -661,3 +661,15 @@ def test_a_stream_file_over_the_stream_cap_is_refused_with_the_count_and_the_cap
         parse_streams({'pool': {'tpus': 8, 'dispatch': 'partitioned'}, 'streams': entries})
     config = parse_streams({'pool': {'tpus': 8}, 'streams': entries[:MAX_STREAMS]})
     assert len(config.streams) == MAX_STREAMS
+
+
+def test_the_stream_cap_holds_for_streams_added_through_the_server(monkeypatch):
+    from dyn_perception.runtime.serving import streams as stream_files
+    server = StreamServer(streams('partitioned'), modelled(4), mode='performance', modes=MODES)
+    monkeypatch.setattr(stream_files, 'MAX_STREAMS', 3)
+    extra = StreamSpec('top', 'fmnist_eenet', 0.2, 0.2, {})
+    with pytest.raises(ServingError, match='4 streams, more than the 3 one pool serves'):
+        server.add_stream(extra)
+    with pytest.raises(ServingError, match='4 streams, more than the 3'):
+        server.replace_streams([*(s.spec for s in server.served), extra])
+    assert {s.spec.name for s in server.served} == {'front', 'side', 'rear'}

@@ -53,7 +53,7 @@ from dyn_perception.runtime.serving.dispatcher import GangDispatcher, GangJob
 from dyn_perception.runtime.serving.execution import JobOutcome, keys, run_job
 from dyn_perception.runtime.serving.plans import ModelledEdgeTPU, ServedModel, SWAP
 from dyn_perception.runtime.serving.streams import (
-    PoolSpec, ServingError, StreamFile, StreamSpec
+    check_count, PoolSpec, ServingError, StreamFile, StreamSpec
 )
 import numpy as np
 
@@ -213,6 +213,7 @@ class StreamServer:
 
     def _request(self, streams: tuple[Served, ...], mode: str, reason: str) -> None:
         """Run steps 1 and 2 of the protocol; step 3 happens at the next idle tick."""
+        check_count(len(streams), reason)
         with self.lock:
             self._queue(self._plan_switch(streams, mode), reason)
 

@@ -202,6 +202,13 @@ class StreamFile:
     mode: Optional[str] = None
 
 
+def check_count(count: int, source: str) -> None:
+    """Refuse more streams than one pool serves (``MAX_STREAMS``), from a file or the API."""
+    if count > MAX_STREAMS:
+        raise ServingError(f'{source}: {count} streams, more than the {MAX_STREAMS} one pool '
+                           'serves (admission time grows with the square of the count)')
+
+
 def parse_streams(data: Any, source: str = 'streams') -> StreamFile:
     """Validate a parsed stream file (a mapping with pool, mode and streams)."""
     if not isinstance(data, dict):
@@ -212,9 +219,7 @@ def parse_streams(data: Any, source: str = 'streams') -> StreamFile:
     entries = data.get('streams')
     if not isinstance(entries, list) or not entries:
         raise ServingError(f'{source}: streams must be a non-empty list')
-    if len(entries) > MAX_STREAMS:
-        raise ServingError(f'{source}: {len(entries)} streams, more than the {MAX_STREAMS} one '
-                           'pool serves (admission time grows with the square of the count)')
+    check_count(len(entries), source)
     streams = tuple(StreamSpec.read(entry, i) for i, entry in enumerate(entries))
     names = [s.name for s in streams]
     duplicates = sorted({n for n in names if names.count(n) > 1})
