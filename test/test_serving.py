@@ -578,7 +578,7 @@ def test_a_mode_change_whose_loads_break_the_analysis_is_made_on_the_running_lan
 
 
 def test_a_stricter_mode_the_running_variants_cannot_keep_is_refused_with_both_reasons(
-        bench_sets):
+        bench_sets, monkeypatch):
     def pruned_and_refused(server, mode):
         if mode != 'critical':
             return None
@@ -595,6 +595,13 @@ def test_a_stricter_mode_the_running_variants_cannot_keep_is_refused_with_both_r
     assert str(err).startswith('stream ') and '; nor on the running lanes: stream ' in str(err)
     assert server.admitted is admitted and server.mode == 'critical'
     assert server._pending is None
+    # Asked again (the energy manager re-publishes its mode), the refusal is not recomputed.
+    searches = []
+    monkeypatch.setattr(server.planner, 'admit_partitioned',
+                        lambda *args, **kwargs: searches.append(args))
+    with pytest.raises(ServingError) as again:
+        server.set_mode('performance')
+    assert str(again.value) == str(err) and not searches
 
 
 def test_a_stricter_mode_upgrades_variants_on_the_running_lanes_with_their_loads(bench_sets):

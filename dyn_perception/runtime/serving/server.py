@@ -127,6 +127,8 @@ class StreamServer:
         self.served: tuple[Served, ...] = ()
         self.admitted: Optional[Admitted] = None
         self._pending: Optional[_Switch] = None
+        # The last refused mode change: (mode, running and pending configuration, error).
+        self._refused: Optional[tuple] = None
         self._last_release: dict[str, float] = {}
         self._seq = itertools.count()
         self._held_s = 0.0
@@ -234,11 +236,17 @@ class StreamServer:
         variants at the mode's thresholds, nothing to load and the same bounds; under
         partitioned dispatch another variant of the same width for a stream whose variant
         falls short of the new floor, its loads costed): a change towards a more frugal mode
-        is then always taken.
+        is then always taken.  A refusal is remembered until the configuration changes: the
+        energy manager re-publishes its mode every period, and each answer would otherwise
+        cost a full admission again (tenths of a second of the node's time, each period).
         """
         if mode not in self.modes:
             raise ServingError(f'mode {mode!r} is not one of {self.modes}')
         with self.lock:
+            refused = self._refused
+            if (refused is not None and refused[0] == mode and refused[1] is self.admitted
+                    and refused[2] is self._pending):
+                raise refused[3]
             try:
                 self._request(self._target_streams(), mode, f'mode={mode}')
             except ServingError as err:
@@ -247,8 +255,9 @@ class StreamServer:
                     in_place = self.planner.in_place(base.admitted, base.streams, mode)
                     switch = self._plan_switch(base.streams, mode, admitted=in_place)
                 except ServingError as why:
-                    raise ServingError(f'{err}; nor on the running lanes: {why}',
-                                       err.stream) from None
+                    error = ServingError(f'{err}; nor on the running lanes: {why}', err.stream)
+                    self._refused = (mode, self.admitted, self._pending, error)
+                    raise error from None
                 self._queue(switch, f'mode={mode} (in place)')
 
     def add_stream(self, spec: StreamSpec) -> None:
