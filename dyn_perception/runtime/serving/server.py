@@ -235,8 +235,8 @@ class StreamServer:
         target configuration is re-tuned on its lanes (``Planner.in_place``: the running
         variants at the mode's thresholds, nothing to load and the same bounds; under
         partitioned dispatch another variant of the same width for a stream whose variant
-        falls short of the new floor, its loads costed): a change towards a more frugal mode
-        is then always taken.  A refusal is remembered until the configuration changes: the
+        falls short of the new floor, its loads costed): a change to a mode whose floors are
+        no higher than the running mode's is then always taken.  A refusal is remembered until the configuration changes: the
         energy manager re-publishes its mode every period, and each answer would otherwise
         cost a full admission again (tenths of a second of the node's time, each period).
         """
