@@ -87,3 +87,35 @@ def test_a_battery_message_left_at_its_defaults_is_not_an_empty_battery(node_pro
         outside.battery.publish(BatteryState(percentage=0.9, present=True))
         outside.battery.publish(BatteryState(percentage=0.0, present=True))  # a jump, refused
         wait_for(lambda: outside.diagnostics[-1]['bad_readings.charge_jump'] == '1')
+
+
+VARIANT_CHOICES = 'auto, base, l1l2_30, l1l2_50, l1l2_60, l1l2_70'
+
+
+def test_a_variant_that_is_not_auto_or_the_models_is_refused_with_the_choices(node_process):
+    """``ros2 param set /perception variant ''`` was taken, read back '' and ran as auto."""
+    process = node_process('dyn_perception.nodes.perception', '-p', 'backend:=sim-edgetpu')
+    with spinning(ParameterClient()) as client:
+        for value in ('', 'foo'):
+            result = client.set_values('perception', variant=value)[0]
+            assert not result.successful and VARIANT_CHOICES in result.reason, result.reason
+            assert client.get_value('perception', 'variant') == 'auto'
+        assert client.set_values('perception', variant='l1l2_50')[0].successful
+        assert client.get_value('perception', 'variant') == 'l1l2_50'
+        # A new model is checked against the variant held: B-LeNet has only base.
+        other = client.set_values('perception', model='mnist_blenet')[0]
+        assert not other.successful and 'auto, base (' in other.reason, other.reason
+        assert 'model mnist_blenet' in other.reason
+        assert process.poll() is None
+
+
+@pytest.mark.parametrize('value', ["''", 'foo'])
+def test_a_bad_variant_at_start_up_is_one_error_line_and_exit_2(value):
+    """``-p variant:=''`` (how bringup writes an empty string) started a node running auto."""
+    done = subprocess.run([sys.executable, '-m', 'dyn_perception.nodes.perception', '--ros-args',
+                           '-p', 'backend:=sim-edgetpu', '-p', f'variant:={value}'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith('error: perception: variant='), done.stderr
+    assert VARIANT_CHOICES in lines[0]
