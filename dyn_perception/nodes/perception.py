@@ -29,7 +29,7 @@ from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY_PARAM
 from dyn_perception.nodes.spin import spin_node
 from dyn_perception.runtime.arrivals import SequenceGaps
 from dyn_perception.runtime.artifacts import load_manifest
-from dyn_perception.runtime.devices.factory import BACKENDS
+from dyn_perception.runtime.devices.factory import BACKENDS, MAX_DEVICES
 from dyn_perception.runtime.exits import POLICIES
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.overlay import annotate
@@ -52,7 +52,7 @@ def parameters(modes: tuple) -> tuple:
         Param('model', 'fmnist_eenet', 'model name under models/ or a model directory'),
         Param('backend', 'auto', 'where segments run', choices=BACKENDS),
         Param('num_tpus', 2, 'devices opened; a mode powers at most this many (manifest '
-              'mode_configs), the rest are powered down', low=1, high=16),
+              'mode_configs), the rest are powered down', low=1, high=MAX_DEVICES),
         Param('mode', AUTO,
               'operating mode; auto: follow energy_mode (the energy manager); a mode name '
               'holds that mode until mode is set back to auto', choices=(AUTO, *modes)),
