@@ -9,8 +9,11 @@ import argparse
 import json
 import math
 from pathlib import Path
-import tempfile
 from typing import Any, Callable, Optional, Sequence
+
+import _paths  # noqa: F401 - puts the repository root on sys.path
+# One check for every command line's result files; the benches import it from here.
+from dyn_perception.argtypes import output_file  # noqa: F401
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -60,26 +63,3 @@ def bounded(kind: type, low: float, high: float = math.inf,
         return value
 
     return parse
-
-
-def output_file(text: str) -> str:
-    """
-    Check, as an argparse ``type=``, that a result file can be written: make its directory.
-
-    Results used to be written at the end of a run of up to 30 minutes, and a directory that
-    could not be made or written lost them all; a file is tried there now, before the run.
-    """
-    path = Path(text)
-    if not text or path.is_dir():
-        raise argparse.ArgumentTypeError(f'{text!r} is a directory, not a file')
-    blocking = next((d for d in path.parents if d.exists() and not d.is_dir()), None)
-    if blocking is not None:
-        raise argparse.ArgumentTypeError(f'cannot write {text}: {blocking} is not a directory')
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.'):
-            pass
-    except OSError as err:
-        raise argparse.ArgumentTypeError(
-            f'cannot write {text}: {err.strerror or err}') from None
-    return text

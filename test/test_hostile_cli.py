@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -88,3 +89,15 @@ def test_training_refuses_a_missing_config_and_an_unknown_key(tmp_path):
     config = tmp_path / 'unknown.yaml'
     config.write_text('epochz: 3\n')
     refused(run(TRAIN + str(config)), "unknown training options ['epochz']")
+
+
+def test_a_front_plot_that_cannot_be_written_is_refused_before_the_front(tmp_path):
+    """``front --plot <file>/front.png``: the manifest was rewritten, then a traceback, exit 1."""
+    model = tmp_path / 'mnist_blenet'
+    shutil.copytree(ROOT / 'models' / 'mnist_blenet', model)
+    manifest = (model / 'manifest.yaml').read_text()
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    refused(run(f'.venv/bin/python -m dyn_perception.training front --model {model} '
+                f'--plot {blocker}/front.png'), f'argument --plot: cannot write {blocker}')
+    assert (model / 'manifest.yaml').read_text() == manifest

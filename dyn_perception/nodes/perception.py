@@ -28,7 +28,8 @@ from dyn_perception.nodes.params import Param, ParameterSet
 from dyn_perception.nodes.qos import image_qos, IMAGE_RELIABILITY_PARAM
 from dyn_perception.nodes.spin import spin_node
 from dyn_perception.runtime.arrivals import SequenceGaps
-from dyn_perception.runtime.devices.factory import BACKENDS
+from dyn_perception.runtime.artifacts import load_manifest
+from dyn_perception.runtime.devices.factory import BACKENDS, MAX_DEVICES
 from dyn_perception.runtime.exits import POLICIES
 from dyn_perception.runtime.modes import load_modes
 from dyn_perception.runtime.overlay import annotate
@@ -51,13 +52,14 @@ def parameters(modes: tuple) -> tuple:
         Param('model', 'fmnist_eenet', 'model name under models/ or a model directory'),
         Param('backend', 'auto', 'where segments run', choices=BACKENDS),
         Param('num_tpus', 2, 'devices opened; a mode powers at most this many (manifest '
-              'mode_configs), the rest are powered down', low=1, high=16),
+              'mode_configs), the rest are powered down', low=1, high=MAX_DEVICES),
         Param('mode', AUTO,
               'operating mode; auto: follow energy_mode (the energy manager); a mode name '
               'holds that mode until mode is set back to auto', choices=(AUTO, *modes)),
         Param('exit_policy', 'auto', 'exit rule; auto: the manifest default',
               choices=('auto', *POLICIES)),
-        Param('variant', 'auto', 'model variant; auto: the one the build chose for the mode'),
+        Param('variant', AUTO, 'model variant: auto (the one the build chose for the mode) '
+              "or one of the model's variants"),
         Param('thresholds', [], 'one per early exit to override the mode; [] uses the mode',
               number_list=True),
         Param('queue_capacity', 4, 'frames waiting per stage before the oldest is dropped',
@@ -78,6 +80,9 @@ class Perception(Node):
         # What runs under mode:=auto until the energy manager says otherwise.
         self.energy_mode = self.modes[1] if len(self.modes) > 1 else self.modes[0]
         self.params = ParameterSet(self, parameters(self.modes), self._validate, self._apply)
+        problem = self._variant_problem(self.params.values())
+        if problem:  # start-up values bypass _validate
+            raise ValueError(f'{self.get_name()}: {problem}')
         self.result_pub = self.create_publisher(String, '~/result', 50)
         self.overlay_pub = self.create_publisher(Image, '~/overlay', qos_profile_sensor_data)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -121,7 +126,28 @@ class Perception(Node):
             queue_capacity=p['queue_capacity'])
 
     def _validate(self, proposed: dict, changed: set) -> Optional[str]:
-        return self.engine.check(self._settings(proposed))
+        return self._variant_problem(proposed) or self.engine.check(self._settings(proposed))
+
+    def _variant_problem(self, p: dict) -> Optional[str]:
+        """
+        Say why ``variant`` is neither auto nor a variant of the model (None when it is one).
+
+        The engine reads an empty variant as auto; accepted here, the parameter would read back
+        '' while auto runs. A model that does not load is left to the engine, which names why.
+        """
+        if p['variant'] == AUTO:
+            return None
+        try:
+            manifest = (self.engine.manifest if self.engine is not None
+                        and p['model'] == self.engine.settings.model
+                        else load_manifest(p['model']))
+        except ValueError:  # ArtifactError: the engine's check or build reports it
+            return None
+        names = tuple(v.name for v in manifest.variants)
+        if p['variant'] in names:
+            return None
+        return (f'variant={p["variant"]!r} is not one of {", ".join((AUTO, *names))} '
+                f'(auto, or a variant of model {manifest.name})')
 
     def _apply(self, changes: dict) -> None:
         self.engine.apply(self._settings(self.params.values()))

@@ -30,7 +30,7 @@ from dyn_perception.runtime.datasets import DatasetError
 from dyn_perception.runtime.devices.base import DeviceUnavailable
 from dyn_perception.runtime.pipeline import PipelineError
 import rclpy
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
@@ -40,10 +40,10 @@ from rclpy.signals import SignalHandlerOptions
 POLL_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What a bad start-up input raises: parameter values ROS refuses (out of range, wrong type),
-# values the nodes refuse (ValueError, ArtifactError), missing data sets, files or devices,
-# segments that do not load.
-STARTUP_ERRORS = (ValueError, ParameterException, DatasetError, DeviceUnavailable,
-                  PipelineError, OSError)
+# values the nodes refuse (ValueError, ArtifactError), topic names ROS refuses (a
+# ``result_topic`` with a space), missing data sets, files or devices, segments that do not load.
+STARTUP_ERRORS = (ValueError, ParameterException, NameValidationException, DatasetError,
+                  DeviceUnavailable, PipelineError, OSError)
 
 
 class StopRequest:

@@ -4,22 +4,21 @@ system_monitor: publish ``cpu_load`` from the host and ``battery_state``.
 The battery is the real one under /sys/class/power_supply when there is one; otherwise a
 simulated battery that drains with the energy the perception node reports on its result
 topic (field ``energy_j``) plus a constant base load. ``drain_factor`` speeds the simulated
-drain up for demos.
+drain up for demos. An ``energy_j`` no frame could have drawn (not a number, not finite,
+negative, more than ``MAX_FRAME_ENERGY_J``) is refused and counted (``bad_results.*``).
 
 Where the platform measures energy (RAPL, INA monitors: ``runtime.energy.meters``), the
 measured energy per frame goes to ``/diagnostics`` beside the modelled one the results report;
 where nothing is readable the node says so once, at start.
 """
 
-import json
-import math
 from pathlib import Path
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dyn_perception.nodes.params import Param, ParameterSet
 from dyn_perception.nodes.spin import spin_node
-from dyn_perception.runtime.energy import SimulatedBattery
+from dyn_perception.runtime.energy import EnergyGuard, SimulatedBattery
 from dyn_perception.runtime.energy.meters import find_meters
 from dyn_perception.runtime.host import CpuLoad, find_battery, read_battery
 from rclpy.node import Node
@@ -68,7 +67,8 @@ class SystemMonitor(Node):
                                    f'{p["sysfs_root"]}: /diagnostics reports modelled energy only')
         for meter in self.meters:
             meter.sample(0.0)
-        self.pending_j, self.frames, self.bad_results = 0.0, 0, 0
+        self.pending_j, self.frames = 0.0, 0
+        self.guard = EnergyGuard()
         self.last = self.get_clock().now()
         self.timer = self.create_timer(p['period_s'], self._tick)
         self.get_logger().info('battery: ' + (str(self.supply) if self.supply else 'simulated'))
@@ -80,14 +80,10 @@ class SystemMonitor(Node):
             self.timer.timer_period_ns = round(changes['period_s'] * 1e9)
 
     def _on_result(self, msg: String) -> None:
-        try:
-            energy = float(json.loads(msg.data).get('energy_j') or 0.0)
-        except (ValueError, AttributeError, TypeError):
-            energy = float('nan')
-        if not math.isfinite(energy) or energy < 0:
-            self.bad_results += 1
-            self.get_logger().warning(f'result without a readable energy_j '
-                                      f'({self.bad_results} so far)', throttle_duration_sec=5.0)
+        energy = self.guard.energy(msg.data)
+        if energy is None:
+            self.get_logger().warning(f'result refused: {self.guard.problem} '
+                                      f'({self.guard.refused} so far)', throttle_duration_sec=5.0)
             return
         self.pending_j += energy
         self.frames += 1
@@ -112,7 +108,9 @@ class SystemMonitor(Node):
     def _publish_diagnostics(self, now_s: float, seconds: float, battery: BatteryState) -> None:
         """Modelled energy per frame (from the results) beside the measured one, per meter."""
         values = {'battery_charge': f'{battery.percentage:.4f}',
-                  'bad_results': str(self.bad_results), 'frames': str(self.frames),
+                  'bad_results': str(self.guard.refused),
+                  **{f'bad_results.{k}': str(n) for k, n in self.guard.counts.items()},
+                  'frames': str(self.frames),
                   'energy_meters': ', '.join(m.name for m in self.meters) or 'none readable'}
         if self.frames:
             values['modelled_energy_per_frame_mj'] = f'{1e3 * self.pending_j / self.frames:.4f}'

@@ -16,6 +16,7 @@ import shlex
 import sys
 from typing import Optional
 
+from dyn_perception.argtypes import output_file
 from dyn_perception.runtime.artifacts import ArtifactError, load_manifest
 from dyn_perception.runtime.datasets import DatasetError
 from dyn_perception.runtime.modes import DEFAULT_MODES_FILE, load_modes
@@ -151,7 +152,8 @@ def parser() -> argparse.ArgumentParser:
     front.add_argument('--fps', type=float, default=30.0, help='frame rate energy is costed at')
     front.add_argument('--max-tpus', type=int, default=2, help='largest number of powered TPUs')
     front.add_argument('--modes', default=str(DEFAULT_MODES_FILE), help='modes YAML')
-    front.add_argument('--plot', help='PNG path (default <model dir>/front.png)')
+    front.add_argument('--plot', type=output_file,
+                       help='PNG path (default <model dir>/front.png)')
     return p
 
 

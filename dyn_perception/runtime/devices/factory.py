@@ -14,6 +14,9 @@ from dyn_perception.runtime.devices.simulated import SimulatedEdgeTPU
 from dyn_perception.runtime.devices.timing import calibrated_timing
 
 BACKENDS = ('auto', 'litert', 'edgetpu', 'sim-edgetpu')
+# The most devices the perception node opens (its ``num_tpus``); the system monitor's bound on
+# one frame's energy is this pool at full power (``energy.readings``).
+MAX_DEVICES = 16
 
 
 def make_devices(backend: str, count: int, clock: str = 'wall',

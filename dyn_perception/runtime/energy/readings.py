@@ -1,21 +1,38 @@
 """
-Battery and CPU-load readings checked before the policy sees them.
+Battery, CPU-load and per-frame energy readings checked before anything uses them.
 
 Drivers send odd values: a percentage on a 0-100 scale, NaN for "unknown", a negative load, a
 charge that jumps by half the capacity between two readings (a bad contact, a driver reset).
 Read naively, 0-100 clamps to "full" and NaN to "idle"; here each bad reading is refused,
 counted under a small fixed set of reasons (so diagnostics keys never grow with the input)
-and the last good value stays in force.
+and the last good value stays in force. The same holds for the energy a perception result
+reports (``EnergyGuard``), which drains the system monitor's simulated battery.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
 import math
 from typing import Optional
 
+from dyn_perception.runtime.devices.cpu import CPU_CORE_ACTIVE_W
+from dyn_perception.runtime.devices.factory import MAX_DEVICES
+from dyn_perception.runtime.devices.timing import ACTIVE_POWER_W
+
 REASONS = ('charge_nan', 'charge_out_of_range', 'charge_jump', 'charge_absent', 'load_nan',
            'load_out_of_range')
+ENERGY_REASONS = ('unreadable', 'not_finite', 'negative', 'implausible')
+
+# The longest one frame's segments plausibly compute: 28 times the slowest network in Coral's
+# published Edge TPU table (VGG19, 357 ms per frame over PCIe; devices/coral_networks.py), and
+# over 30,000 times a shipped model's whole network on one CPU core (0.15-0.28 ms, profile.yaml).
+MAX_FRAME_S = 10.0
+# The most energy one perception result can carry (``energy_j``: the active energy of the
+# frame's segment invocations). A frame's segments run one after another, one device at a
+# time; the bound is more generous still: the largest pool the perception node opens, every
+# device at the highest active power of any backend (an Edge TPU's 2 W), for MAX_FRAME_S.
+MAX_FRAME_ENERGY_J = MAX_DEVICES * max(ACTIVE_POWER_W, CPU_CORE_ACTIVE_W) * MAX_FRAME_S
 
 
 @dataclass
@@ -78,6 +95,56 @@ class ReadingGuard:
             self._refuse('load_out_of_range', f'cpu load {value!r} is outside 0-1')
             return None
         return float(value)
+
+    @property
+    def refused(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class EnergyGuard:
+    """
+    Refuse the energy of a result record that no frame could have drawn; count by reason.
+
+    Records come over a topic from other processes: one ``energy_j: 1e300`` emptied the
+    simulated battery at once, and a string or ``true`` was read as a number. ``limit_j`` is
+    the most one frame can draw (``MAX_FRAME_ENERGY_J``).
+    """
+
+    limit_j: float = MAX_FRAME_ENERGY_J
+    counts: dict = field(default_factory=lambda: dict.fromkeys(ENERGY_REASONS, 0))
+    problem: Optional[str] = None
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        self.problem = message
+
+    def energy(self, text: str) -> Optional[float]:
+        """
+        Return the ``energy_j`` of one JSON result record; None when it is refused.
+
+        A record without one (absent or null) drew nothing known: 0.
+        """
+        try:
+            value = json.loads(text).get('energy_j')
+        except (ValueError, AttributeError):  # not JSON; JSON but not an object
+            self._refuse('unreadable', 'result is not a JSON object')
+            return None
+        if value is None:
+            return 0.0
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            self._refuse('unreadable', f'energy_j {value!r} is not a number')
+        elif not math.isfinite(value):
+            self._refuse('not_finite', f'energy_j {value!r} is not finite')
+        elif value < 0:
+            self._refuse('negative', f'energy_j {value!r} is negative')
+        elif value > self.limit_j:
+            self._refuse('implausible', f'energy_j {value!r} is more than one frame can draw '
+                         f'({self.limit_j:g} J: {MAX_DEVICES} devices at full power for '
+                         f'{MAX_FRAME_S:g} s)')
+        else:
+            return float(value)
+        return None
 
     @property
     def refused(self) -> int:
