@@ -236,9 +236,10 @@ class StreamServer:
         variants at the mode's thresholds, nothing to load and the same bounds; under
         partitioned dispatch another variant of the same width for a stream whose variant
         falls short of the new floor, its loads costed): a change to a mode whose floors are
-        no higher than the running mode's is then always taken.  A refusal is remembered until the configuration changes: the
-        energy manager re-publishes its mode every period, and each answer would otherwise
-        cost a full admission again (tenths of a second of the node's time, each period).
+        no higher than the running mode's is then always taken.  A refusal is remembered
+        until the configuration changes: the energy manager re-publishes its mode every
+        period, and each answer would otherwise cost a full admission again (tenths of a
+        second of the node's time, each period).
         """
         if mode not in self.modes:
             raise ServingError(f'mode {mode!r} is not one of {self.modes}')
