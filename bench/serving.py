@@ -254,8 +254,8 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
     Run one admitted set through a mode change, or None if refused.
 
     Returns the per-stream rows, the energy per frame before the change (mJ), the change's
-    outcome ('reconfigured', 'in place', 'refused', or None without one) and the seconds
-    each switch waited for an idle pool.
+    outcome ('reconfigured', 'room for loads', 'in place', 'refused', or None without one)
+    and the seconds each switch waited for an idle pool.
     """
     devices = [ModelledEdgeTPU(f'tpu{i}', planner.device.timing) for i in range(planner.tpus)]
     pool = PoolSpec(planner.tpus, dispatch, planner.rule, planner.tick_s)
@@ -286,14 +286,14 @@ def simulate(planner, dispatch, streams, mode, change, seconds, rng, traces, lim
     records = []
     server.on_result = records.append
     changed = change is None or change == mode
-    outcome = None  # the mode change: 'reconfigured', 'in place' or 'refused'
+    outcome = None  # the mode change: how it was made, or 'refused'
     frame = int(rng.integers(FRAMES))
     for t, name in sorted(events):
         if not changed and t >= seconds / 2:
             try:
                 server.set_mode(change)
-                outcome = 'in place' if server.switches[-1]['reason'].endswith(
-                    '(in place)') else 'reconfigured'
+                reason = server.switches[-1]['reason']  # 'mode=eco' or 'mode=eco (how)'
+                outcome = reason.partition(' (')[2].rstrip(')') or 'reconfigured'
             except ServingError:
                 outcome = 'refused'
             changed = True
@@ -353,7 +353,8 @@ def main(argv=None) -> int:
     admission_s = {'partitioned': 0.0, 'global': 0.0}
     # Mode changes half way through each admitted set, by outcome, and how long each switch
     # waited for an idle pool.
-    changes = {d: dict.fromkeys(('reconfigured', 'in place', 'refused'), 0) for d in stats}
+    changes = {d: dict.fromkeys(('reconfigured', 'room for loads', 'in place', 'refused'), 0)
+               for d in stats}
     switch_delays: list[float] = []
     for index in tqdm(range(sets), desc='stream sets', mininterval=2.0):
         level = LOADS[index % len(LOADS)]

@@ -551,12 +551,29 @@ def refused_with_loads(server, mode):
     return None
 
 
+def no_room(*args):
+    """Stand for a pool where no configuration leaves room for the switch's loads."""
+    raise ServingError('no room (test)')
+
+
+def assert_bounds_cover_every_partition(config) -> None:
+    """Every partition passes NP-FP; the bounds published through a switch cover its loads."""
+    from dyn_perception.runtime.scheduling import np_fp_response_times
+    for devices in {lane.devices for lane in config.lanes}:
+        ranked = [(lane.stream, task) for lane, task in zip(config.lanes, config.tasks)
+                  if lane.devices == devices]
+        verdict = np_fp_response_times([task for _, task in ranked])
+        assert verdict and all(config.bound_ticks[name] >= response for (name, _), response
+                               in zip(ranked, verdict.response_times))
+
+
 def test_a_mode_change_whose_loads_break_the_analysis_is_made_on_the_running_lanes(
         bench_sets):
     # Benchmark sets pack partitions to the brim: the loads of a least-energy switch then
     # blocked some stream past its deadline, and the mode change was refused (most of them,
     # at every load). Re-tuned in place, it loads nothing and keeps every bound.
     server, frugal = bench_server(bench_sets, 0.5, 1, refused_with_loads)
+    server._roomy_switch = no_room
     before = server.admitted
     server.set_mode(frugal)
     assert server.switches[-1]['reason'] == f'mode={frugal} (in place)'
@@ -591,8 +608,9 @@ def test_a_stricter_mode_the_running_variants_cannot_keep_is_refused_with_both_r
             return pruned and (err, server.admitted)
         return None
 
-    server, (err, admitted) = bench_server(bench_sets, 0.8, 3, pruned_and_refused)
-    assert str(err).startswith('stream ') and '; nor on the running lanes: stream ' in str(err)
+    server, (err, admitted) = bench_server(bench_sets, 1.0, 3, pruned_and_refused)
+    assert str(err).startswith('stream ') and '; nor with room for its loads: ' in str(err)
+    assert '; nor on the running lanes: stream ' in str(err)
     assert server.admitted is admitted and server.mode == 'critical'
     assert server._pending is None
     # Asked again (the energy manager re-publishes its mode), the refusal is not recomputed.
@@ -604,8 +622,34 @@ def test_a_stricter_mode_the_running_variants_cannot_keep_is_refused_with_both_r
     assert str(again.value) == str(err) and not searches
 
 
+def test_a_mode_change_whose_loads_break_the_analysis_gets_a_configuration_with_room(
+        bench_sets):
+    # The least-energy configuration of the new mode cannot absorb its own loads; one
+    # packed with that much room in every partition can, and is switched to with them.
+    def roomy(server, mode):
+        frugal = refused_with_loads(server, mode)
+        if frugal is None:
+            return None
+        server.set_mode(frugal)
+        return frugal if server.switches[-1]['reason'].endswith('(room for loads)') else None
+
+    server, frugal = bench_server(bench_sets, 0.5, 1, roomy)
+    assert server.switches[-1]['load_ms'] > 0
+    done = replay(server, 1.0, np.random.default_rng(6))
+    after = server.admitted
+    assert after.mode == server.mode == frugal
+    for served in server.served:
+        assert after.plans[served.spec.name].point.accuracy >= served.spec.floor(
+            frugal, MODES) - 1e-9
+    assert_bounds_cover_every_partition(after)
+    assert {r['mode'] for r in done} == {frugal}
+    assert sum(row['misses'] for row in server.report()) == 0
+    assert all(r['response_ms'] <= r['bound_ms'] + 1e-9 for r in done)
+
+
 def test_a_stricter_mode_upgrades_variants_on_the_running_lanes_with_their_loads(bench_sets):
     def upgraded(server, mode):
+        server._roomy_switch = no_room
         for stricter in MODES[:MODES.index(mode)]:
             try:
                 server.set_mode(stricter)
@@ -627,14 +671,7 @@ def test_a_stricter_mode_upgrades_variants_on_the_running_lanes_with_their_loads
     for served in server.served:
         assert after.plans[served.spec.name].point.accuracy >= served.spec.floor(
             stricter, MODES) - 1e-9
-    # Every partition passes; the bounds published through the switch cover the loads.
-    from dyn_perception.runtime.scheduling import np_fp_response_times
-    for devices in {lane.devices for lane in after.lanes}:
-        ranked = [(lane.stream, task) for lane, task in zip(after.lanes, after.tasks)
-                  if lane.devices == devices]
-        verdict = np_fp_response_times([task for _, task in ranked])
-        assert verdict and all(after.bound_ticks[name] >= response for (name, _), response
-                               in zip(ranked, verdict.response_times))
+    assert_bounds_cover_every_partition(after)
     assert sum(row['misses'] for row in server.report()) == 0
     assert all(r['response_ms'] <= r['bound_ms'] + 1e-9 for r in done)
 
@@ -680,3 +717,24 @@ def test_the_stream_cap_holds_for_streams_added_through_the_server(monkeypatch):
     with pytest.raises(ServingError, match='4 streams, more than the 3'):
         server.replace_streams([*(s.spec for s in server.served), extra])
     assert {s.spec.name for s in server.served} == {'front', 'side', 'rear'}
+
+
+def test_a_reserve_leaves_every_partition_room_for_that_much_of_loads(bench_sets):
+    from dyn_perception.runtime.scheduling import GangTask, np_fp_response_times
+    planner, draw = bench_sets
+    rng = np.random.default_rng(8)
+    roomy = 0
+    for _ in range(6):
+        served, mode = draw(rng, 0.6)
+        try:
+            config = planner.admit_partitioned(served, mode, reserve_s=0.01)
+        except ServingError:
+            continue
+        roomy += 1
+        assert_every_partition_passes(config)  # the published bounds are without the reserve
+        for devices in {lane.devices for lane in config.lanes}:
+            tasks = [t for lane, t in zip(config.lanes, config.tasks) if lane.devices == devices]
+            horizon = 10 * max(t.period for t in tasks)
+            loads = GangTask(101, horizon, horizon, len(devices), 'loads of 10 ms')
+            assert np_fp_response_times([*tasks, loads])
+    assert roomy

@@ -21,7 +21,7 @@ stream whose bound overshoots most with every stream at its fastest option
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 import itertools
 import math
@@ -230,7 +230,7 @@ class Planner:
         return built, tasks
 
     def admit_partitioned(self, streams: Sequence[Served], mode: str,
-                          points=None, widths=None) -> Admitted:
+                          points=None, widths=None, reserve_s: float = 0.0) -> Admitted:
         """
         Strict partitioning: disjoint partitions, one gang width each, least energy greedily.
 
@@ -243,22 +243,22 @@ class Planner:
         demand (width x C), then into fixed layouts of partitions (``_pack_layout``).  Then
         each stream in turn moves to a cheaper option of its partition's width where that
         passes.  A partition's verdict is memoised for the admission: the packings and the
-        descent ask for the same member sets again.
+        descent ask for the same member sets again.  With ``reserve_s``, every partition must
+        also absorb that much of model loads (a mode change's switch, ``with_loading``).
         """
         built, tasks = self.necessary(streams, mode, points, widths)
-        # Partition verdicts of this admission, by the members' options.
-        verdicts: dict[tuple, object] = {}
-        parts = self._pack(streams, built, tasks, verdicts, mode, lambda o: o.energy_per_job)
+        checks = _Checks(ticks_up(reserve_s, self.tick_s) if reserve_s > 0 else 0)
+        parts = self._pack(streams, built, tasks, checks, mode, lambda o: o.energy_per_job)
         if isinstance(parts, ServingError):
             # Cheapest first can strand TPUs; least TPU demand first packs tighter.
-            parts = self._pack(streams, built, tasks, verdicts, mode,
+            parts = self._pack(streams, built, tasks, checks, mode,
                                lambda o: (o.width * o.wcet, o.energy_per_job))
         # Both greedy packings open partitions as they go; fixed layouts, sized by the
         # streams' least demand per width first (see _layouts), are packed next, each with
         # streams grouped by period, then without (either admits sets the other refuses).
         layouts = self._layouts(tasks) if isinstance(parts, ServingError) else ()
         for layout, grouped in itertools.product(layouts, (True, False)):
-            packed = self._pack_layout(streams, built, tasks, verdicts, mode, layout,
+            packed = self._pack_layout(streams, built, tasks, checks, mode, layout,
                                        group_periods=grouped)
             if not isinstance(packed, ServingError):
                 parts = packed
@@ -272,12 +272,12 @@ class Planner:
                     if option.energy_per_job >= part[i].energy_per_job:
                         break
                     if option.width == part[i].width and self._partition(
-                            verdicts, built, tasks, {**part, i: option}):
+                            checks, built, tasks, {**part, i: option}):
                         part[i] = option
                         break
-        return self._partitioned(streams, built, tasks, verdicts, parts, mode)
+        return self._partitioned(streams, built, tasks, checks, parts, mode)
 
-    def _pack(self, streams, built, tasks, verdicts, mode: str,
+    def _pack(self, streams, built, tasks, checks, mode: str,
               key) -> list[dict[int, Option]] | ServingError:
         """Greedy placement trying options in ``key`` order; the partitions or why not."""
         parts: list[dict[int, Option]] = []
@@ -287,7 +287,7 @@ class Planner:
             options = sorted(tasks[i].admissible(self.tpus), key=key)
             placed = next(((part, option) for option in options for part in parts
                            if _width(part) == option.width
-                           and self._partition(verdicts, built, tasks, {**part, i: option})),
+                           and self._partition(checks, built, tasks, {**part, i: option})),
                           None)
             if placed is not None:
                 placed[0][i] = placed[1]
@@ -337,7 +337,7 @@ class Planner:
                 layouts.append(list(layout))
         return [tuple(layout) for layout in layouts]
 
-    def _pack_layout(self, streams, built, tasks, verdicts, mode: str, layout: Sequence[int],
+    def _pack_layout(self, streams, built, tasks, checks, mode: str, layout: Sequence[int],
                      group_periods: bool) -> list[dict[int, Option]] | ServingError:
         """
         Place streams into fixed partitions of ``layout``'s widths; the partitions or why not.
@@ -368,7 +368,7 @@ class Planner:
                       if group_periods else slots)
             placed = next(((part, option) for option in options for width, part in ranked
                            if width == option.width
-                           and self._partition(verdicts, built, tasks, {**part, i: option})),
+                           and self._partition(checks, built, tasks, {**part, i: option})),
                           None)
             if placed is None:
                 return refusal(streams[i].spec.name,
@@ -377,14 +377,14 @@ class Planner:
             placed[0][i] = placed[1]
         return [part for _, part in slots if part]
 
-    def _partition(self, verdicts: dict, built, tasks, members: dict[int, Option]):
+    def _partition(self, checks: _Checks, built, tasks, members: dict[int, Option]):
         """Plans, tasks and verdict of one partition's members (None: rejected), memoised."""
         key = tuple(sorted((i, o.variant, o.width) for i, o in members.items()))
-        if key not in verdicts:
-            verdicts[key] = self._check_partition(built, tasks, members)
-        return verdicts[key]
+        if key not in checks.verdicts:
+            checks.verdicts[key] = self._check_partition(built, tasks, members, checks.reserve)
+        return checks.verdicts[key]
 
-    def _check_partition(self, built, tasks, members: dict[int, Option]):
+    def _check_partition(self, built, tasks, members: dict[int, Option], reserve: int = 0):
         width = _width(members)
         # Necessary: a partition is one processor, its utilisation at the members' C alone
         # (co-residence only adds streaming) cannot exceed 1; skips planning the unions.
@@ -410,19 +410,27 @@ class Planner:
         # priority on one processor. Deadline-monotonic order first, then Audsley's OPA,
         # optimal for that exact busy-period analysis (issue 15), which accepts whatever
         # the gang test on `width` TPUs accepts (test_partition_check_...).
-        positions, verdict = partition_priorities(gang_tasks)
+        positions, verdict = partition_priorities(
+            [*gang_tasks, _loader(reserve, gang_tasks, width)] if reserve else gang_tasks)
+        if reserve:
+            # Room for a switch's model loads, a job at the lowest priority (with_loading):
+            # the order found with it is kept, the bounds are those without it.
+            if not verdict or positions[-1] != len(gang_tasks):
+                return None
+            positions = positions[:-1]
+            verdict = np_fp_response_times([gang_tasks[j] for j in positions])
         if not verdict:
             return None
         return ([order[j] for j in positions], plans, unions,
                 [gang_tasks[j] for j in positions], verdict.response_times)
 
-    def _partitioned(self, streams, built, tasks, verdicts, parts, mode: str) -> Admitted:
+    def _partitioned(self, streams, built, tasks, checks, parts, mode: str) -> Admitted:
         lanes, plans, bounds, gang_tasks = [], {}, {}, []
         residents: list[tuple[SegmentRef, ...]] = [()] * self.tpus
         first = 0
         for part in parts:
             ranked, part_plans, unions, part_tasks, responses = self._partition(
-                verdicts, built, tasks, part)
+                checks, built, tasks, part)
             devices = tuple(range(first, first + _width(part)))
             for k, device in enumerate(devices):
                 residents[device] = tuple(unions[k])
@@ -471,8 +479,7 @@ class Planner:
                 bounds.update((t.name, admitted.bound_ticks[t.name]) for t in tasks)
                 continue
             width = len(devices) if devices else self.tpus
-            horizon = 10 * max(t.period for t in tasks)
-            loader = GangTask(load_ticks + 1, horizon, horizon, width, 'model loads')
+            loader = _loader(load_ticks, tasks, width)
             verdict = analyse([*tasks, loader], width, self.rule)
             if devices:
                 exact = np_fp_response_times([*tasks, loader])
@@ -539,13 +546,13 @@ class Planner:
                     raise refusal(lane.stream, f'no option on {lane.width} TPUs keeps its '
                                                f'floor in mode {mode}')
             parts.setdefault(lane.devices, {})[i] = option
-        verdicts: dict[tuple, object] = {}
+        checks = _Checks()
         for devices, part in parts.items():
-            if not self._partition(verdicts, built, tasks, part):
+            if not self._partition(checks, built, tasks, part):
                 raise refusal(streams[next(iter(part))].spec.name,
                               f'its partition (TPUs {devices[0]} to {devices[-1]}) does not '
                               f'pass in mode {mode} with the variants that keep the floors')
-        return self._partitioned(streams, built, tasks, verdicts,
+        return self._partitioned(streams, built, tasks, checks,
                                  [parts[devices] for devices in sorted(parts)], mode)
 
     # -- reasons ---------------------------------------------------------------------------
@@ -632,6 +639,27 @@ def _limits(served: Served, widths: Optional[dict], points: Optional[dict]) -> t
     """Look up a stream's restrictions in maps by stream name (None: no restriction)."""
     name = served.spec.name
     return ((widths or {}).get(name), (points or {}).get(name))
+
+
+def _loader(ticks: int, tasks: Sequence[GangTask], width: int) -> GangTask:
+    """
+    Model loads of ``ticks`` as the job the analysis sees: C = L + 1, the whole ``width``.
+
+    One more tick because the loads may start the tick a job is released; the deadline and
+    period are far beyond the tasks' so that it takes the lowest priority and recurs never
+    within a busy period.
+    """
+    horizon = 10 * max(t.period for t in tasks)
+    return GangTask(ticks + 1, horizon, horizon, width, 'model loads')
+
+
+@dataclass
+class _Checks:
+    """Partition verdicts of one admission, memoised by members, and the room they keep."""
+
+    # Ticks of model loads every partition must absorb (a mode change's switch), else 0.
+    reserve: int = 0
+    verdicts: dict = field(default_factory=dict)
 
 
 def _option(gang: GangPlan, tick_s: float) -> Option:

@@ -195,6 +195,13 @@ class StreamServer:
                      admitted: Optional[Admitted] = None) -> _Switch:
         """Admit ``streams`` in ``mode`` (unless ``admitted`` is given), cost the loads."""
         admitted = admitted if admitted is not None else self._admit(streams, mode)
+        loads, load_s = self._loads(admitted)
+        admitted = self.planner.with_loading(admitted, 0.0 if startup else load_s,
+                                             [device for device, _ in loads])
+        return _Switch(admitted, streams, loads, load_s)
+
+    def _loads(self, admitted: Admitted) -> tuple[tuple[tuple[int, tuple], ...], float]:
+        """List what each device must load to run ``admitted``, and L (the longest load)."""
         loads, load_s = [], 0.0
         for device, target in enumerate(admitted.residents):
             if target and keys(self.devices[device].resident) != keys(target):
@@ -204,9 +211,23 @@ class StreamServer:
                 load_s = max(load_s, probe.load(target).seconds)
                 probe.load(())
                 loads.append((device, target))
-        admitted = self.planner.with_loading(admitted, 0.0 if startup else load_s,
-                                             [device for device, _ in loads])
-        return _Switch(admitted, streams, tuple(loads), load_s)
+        return tuple(loads), load_s
+
+    def _roomy_switch(self, streams: tuple[Served, ...], mode: str, load_s: float) -> _Switch:
+        """
+        Admit ``streams`` in ``mode`` with room in every partition for the switch's loads.
+
+        The loads depend on the configuration chosen, so the room starts at those of the
+        least-energy configuration and is raised once to what the chosen one loads; the
+        switch is then analysed with its actual loads (``_plan_switch``), as any other.
+        """
+        for _ in range(2):
+            admitted = self.planner.admit_partitioned(streams, mode, reserve_s=load_s)
+            needed = self._loads(admitted)[1]
+            if needed <= load_s:
+                break
+            load_s = needed
+        return self._plan_switch(streams, mode, admitted=admitted)
 
     def _install(self, admitted: Admitted, streams: tuple[Served, ...]) -> None:
         self.dispatcher.configure(admitted.lanes)
@@ -230,13 +251,15 @@ class StreamServer:
         """
         Reconfigure for ``mode``; ServingError (old configuration kept) if it cannot.
 
-        The least-energy configuration of ``mode`` first.  If the analysis refuses it (its
-        model loads, most often: they block every stream of a partition they touch), the
-        target configuration is re-tuned on its lanes (``Planner.in_place``: the running
-        variants at the mode's thresholds, nothing to load and the same bounds; under
-        partitioned dispatch another variant of the same width for a stream whose variant
-        falls short of the new floor, its loads costed): a change to a mode whose floors are
-        no higher than the running mode's is then always taken.  A refusal is remembered
+        The least-energy configuration of ``mode`` first.  If the analysis refuses the switch
+        (its model loads, most often: they block every stream of a partition they touch),
+        under partitioned dispatch the least-energy configuration that leaves every partition
+        room for its own loads (``_roomy_switch``); then the target configuration re-tuned
+        on its lanes (``Planner.in_place``: the running variants at the mode's thresholds,
+        nothing to load and the same bounds; under partitioned dispatch another variant of
+        the same width for a stream whose variant falls short of the new floor, its loads
+        costed): a change to a mode whose floors are no higher than the running mode's is
+        then always taken.  A refusal is remembered
         until the configuration changes: the energy manager re-publishes its mode every
         period, and each answer would otherwise cost a full admission again (tenths of a
         second of the node's time, each period).
@@ -248,18 +271,30 @@ class StreamServer:
             if (refused is not None and refused[0] == mode and refused[1] is self.admitted
                     and refused[2] is self._pending):
                 raise refused[3]
+            base = self._pending or _Switch(self.admitted, self.served, (), 0.0)
+            streams, least = base.streams, None
             try:
-                self._request(self._target_streams(), mode, f'mode={mode}')
+                least = self._admit(streams, mode)
+                self._queue(self._plan_switch(streams, mode, admitted=least), f'mode={mode}')
+                return
             except ServingError as err:
-                base = self._pending or _Switch(self.admitted, self.served, (), 0.0)
+                first, reasons = err, []
+            # (tag of the switch, what it tried, how)
+            fallbacks = [('in place', 'on the running lanes', lambda: self._plan_switch(
+                streams, mode, admitted=self.planner.in_place(base.admitted, streams, mode)))]
+            if least is not None and self.pool.dispatch == 'partitioned':
+                fallbacks.insert(0, ('room for loads', 'with room for its loads',
+                                     lambda: self._roomy_switch(streams, mode,
+                                                                self._loads(least)[1])))
+            for tag, tried, plan in fallbacks:
                 try:
-                    in_place = self.planner.in_place(base.admitted, base.streams, mode)
-                    switch = self._plan_switch(base.streams, mode, admitted=in_place)
+                    self._queue(plan(), f'mode={mode} ({tag})')
+                    return
                 except ServingError as why:
-                    error = ServingError(f'{err}; nor on the running lanes: {why}', err.stream)
-                    self._refused = (mode, self.admitted, self._pending, error)
-                    raise error from None
-                self._queue(switch, f'mode={mode} (in place)')
+                    reasons.append(f'nor {tried}: {why}')
+            error = ServingError('; '.join([str(first), *reasons]), first.stream)
+            self._refused = (mode, self.admitted, self._pending, error)
+            raise error
 
     def add_stream(self, spec: StreamSpec) -> None:
         """Admit one more stream; ServingError names it and why, the others keep running."""
