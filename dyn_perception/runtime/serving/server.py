@@ -12,9 +12,10 @@ Configuration changes (mode, stream added or removed) follow one protocol:
 2. The model loads it needs are costed on the devices' model (L = the longest per device), and
    the new configuration is re-analysed with one full-width blocking job of L + 1 ticks in
    each partition that loads (``Planner.with_loading``); if some stream cannot absorb it, the
-   change is refused, except a mode change, which then re-tunes the configuration on its
-   lanes (``Planner.in_place``: the running variants at the new mode's thresholds where
-   they keep its floors, nothing to load and the same bounds).
+   change is refused, except a mode change, which then tries a configuration packed with
+   room for its own loads, then the running lanes (``Planner.in_place``: the running
+   variants at the new mode's thresholds where they keep its floors, nothing to load and
+   the same bounds); see ``set_mode``.
 3. The switch waits for a tick at which, after that tick's completions, no job runs or waits
    (the pool is idle; releases of that tick come after the switch). Then the lanes change, the
    loads run and hold their devices for L, and the new bounds apply to every later job.
