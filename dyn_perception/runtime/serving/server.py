@@ -260,10 +260,10 @@ class StreamServer:
         nothing to load and the same bounds; under partitioned dispatch another variant of
         the same width for a stream whose variant falls short of the new floor, its loads
         costed): a change to a mode whose floors are no higher than the running mode's is
-        then always taken.  A refusal is remembered
-        until the configuration changes: the energy manager re-publishes its mode every
-        period, and each answer would otherwise cost a full admission again (tenths of a
-        second of the node's time, each period).
+        then always taken.  A refusal gives every reason and is remembered until the
+        configuration changes: the energy manager re-publishes its mode every period, and
+        each answer would otherwise cost the three searches again (tenths of a second of
+        the node's time, each period).
         """
         if mode not in self.modes:
             raise ServingError(f'mode {mode!r} is not one of {self.modes}')
@@ -280,7 +280,7 @@ class StreamServer:
                 return
             except ServingError as err:
                 first, reasons = err, []
-            # (tag of the switch, what it tried, how)
+            # (the switch's tag in `switches`, what a refusal says was tried, the attempt)
             fallbacks = [('in place', 'on the running lanes', lambda: self._plan_switch(
                 streams, mode, admitted=self.planner.in_place(base.admitted, streams, mode)))]
             if least is not None and self.pool.dispatch == 'partitioned':
