@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import json
 import math
-from typing import Optional
+from typing import ClassVar, Optional
 
 from dyn_perception.runtime.devices.cpu import CPU_CORE_ACTIVE_W
 from dyn_perception.runtime.devices.factory import MAX_DEVICES
@@ -36,24 +36,43 @@ MAX_FRAME_ENERGY_J = MAX_DEVICES * max(ACTIVE_POWER_W, CPU_CORE_ACTIVE_W) * MAX_
 
 
 @dataclass
-class ReadingGuard:
+class Refusals:
     """
-    Refuse bad readings, count them by reason; ``problem`` says what the last refusal was.
+    Count refusals by reason; ``problem`` says what the last refusal was.
+
+    The reasons are a fixed set (``reasons``), so diagnostics keys never grow with the input.
+    """
+
+    reasons: ClassVar[tuple[str, ...]] = ()
+    counts: dict = field(init=False)
+    problem: Optional[str] = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = dict.fromkeys(self.reasons, 0)
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        self.problem = message
+
+    @property
+    def refused(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class ReadingGuard(Refusals):
+    """
+    Refuse bad battery and CPU-load readings, count them by reason.
 
     A jump is a change of more than ``max_jump`` (a fraction of the capacity) within
     ``jump_window_s`` of the last accepted charge. A real change of that size (a battery
     swapped, a charger plugged in) is accepted once it has lasted longer than the window.
     """
 
+    reasons: ClassVar[tuple[str, ...]] = REASONS
     max_jump: float = 0.5
     jump_window_s: float = 1.0
-    counts: dict = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
-    problem: Optional[str] = None
     _last: Optional[tuple[float, float]] = None
-
-    def _refuse(self, reason: str, message: str) -> None:
-        self.counts[reason] += 1
-        self.problem = message
 
     def charge(self, value: float, now: float, present: bool = True) -> Optional[float]:
         """
@@ -96,13 +115,9 @@ class ReadingGuard:
             return None
         return float(value)
 
-    @property
-    def refused(self) -> int:
-        return sum(self.counts.values())
-
 
 @dataclass
-class EnergyGuard:
+class EnergyGuard(Refusals):
     """
     Refuse the energy of a result record that no frame could have drawn; count by reason.
 
@@ -111,13 +126,8 @@ class EnergyGuard:
     the most one frame can draw (``MAX_FRAME_ENERGY_J``).
     """
 
+    reasons: ClassVar[tuple[str, ...]] = ENERGY_REASONS
     limit_j: float = MAX_FRAME_ENERGY_J
-    counts: dict = field(default_factory=lambda: dict.fromkeys(ENERGY_REASONS, 0))
-    problem: Optional[str] = None
-
-    def _refuse(self, reason: str, message: str) -> None:
-        self.counts[reason] += 1
-        self.problem = message
 
     def energy(self, text: str) -> Optional[float]:
         """
@@ -145,10 +155,6 @@ class EnergyGuard:
         else:
             return float(value)
         return None
-
-    @property
-    def refused(self) -> int:
-        return sum(self.counts.values())
 
 
 def _finite(value: object) -> bool:
